@@ -1,0 +1,1 @@
+"""The outside world: settings, PostgreSQL (server or embedded), gateways, brokers."""

@@ -1,0 +1,58 @@
+"""Every setting comes from the environment through this one object."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-secret-change-me"
+
+
+class Settings(BaseSettings):
+    """Read from environment variables (names in the README's configuration table)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL; unset means the embedded PostgreSQL in LEDGER_DATA_DIR.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="amqp://… (RabbitMQ) or redis://…; unset means in-process workers.",
+    )
+    ledger_secret_key: str = Field(
+        default=DEV_SECRET,
+        description="Derives channel key secrets and signs checkpoints. Set it in production.",
+    )
+    ledger_code_hash_key: str = Field(
+        default=DEV_SECRET, description="Key of the HMAC under which redemption codes are stored."
+    )
+    ledger_sandbox: bool | None = Field(
+        default=None,
+        description="Sandbox adapters and endpoints; on by default only in the embedded default.",
+    )
+    ledger_data_dir: Path = Field(
+        default=Path(".data"), description="Where the embedded PostgreSQL keeps its data."
+    )
+    ledger_max_body_bytes: int = Field(default=65_536, description="Largest request body.")
+    ledger_signature_window_seconds: int = Field(default=300)
+    ledger_run_projections: bool = Field(
+        default=True, description="Run the projection runners inside `ledger serve`."
+    )
+    ledger_pool_size: int = Field(default=8, description="Connections per pool.")
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def sandbox(self) -> bool:
+        return self.embedded if self.ledger_sandbox is None else self.ledger_sandbox
+
+    @cached_property
+    def secret_bytes(self) -> bytes:
+        return self.ledger_secret_key.encode()

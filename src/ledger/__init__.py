@@ -1,0 +1,1 @@
+"""The domain: money, postings, accounts and the event-sourced applications of the business."""

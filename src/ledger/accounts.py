@@ -1,0 +1,41 @@
+"""Account names by party and purpose (SPEC section 4), and asset kinds.
+
+An account's balance is what it holds: a movement takes an amount from a source account and
+adds it to a destination account. Accounts of the outside world (`external:…`) and what the
+operator owes (`platform:<id>:payable`) hold whatever the movements leave in them; only the
+accounts a party spends from must never go negative.
+"""
+
+from uuid import UUID
+
+
+def unit_asset(product_id: UUID | str) -> str:
+    """Stock units of one product are an asset kind of their own."""
+    return f"unit:{product_id}"
+
+
+def is_unit_asset(asset: str) -> bool:
+    return asset.startswith("unit:")
+
+
+def channel_funds(channel_id: UUID | str) -> str:
+    return f"channel:{channel_id}:funds"
+
+
+def channel_stock(channel_id: UUID | str, product_id: UUID | str) -> str:
+    return f"channel:{channel_id}:stock:{product_id}"
+
+
+def platform_payable(platform_id: UUID | str) -> str:
+    """What the operator owes the platform for stock bought at wholesale."""
+    return f"platform:{platform_id}:payable"
+
+
+def platform_supply(platform_id: UUID | str, product_id: UUID | str) -> str:
+    """Where a platform's units come from when a top-level channel buys them."""
+    return f"platform:{platform_id}:supply:{product_id}"
+
+
+def external_deposits(currency: str) -> str:
+    """The outside world's side of money paid in by channels (the payment adapter)."""
+    return f"external:deposits:{currency}"

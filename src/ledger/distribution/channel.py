@@ -1,0 +1,111 @@
+"""A sales channel: a node of the channel tree with its funds, stock and price list."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from ledger.errors import (
+    ChannelSuspended,
+    CurrencyMismatch,
+    InsufficientFunds,
+    InsufficientStock,
+    PriceNotSet,
+)
+from ledger.money import Money
+
+
+class Channel(Aggregate):
+    """Funds and stock on hand are the balances a channel spends from: they never go negative.
+
+    `ancestry` lists the channel's ancestors from the top-level channel down, fixed at
+    registration, so subtree checks need no tree walk.
+    """
+
+    @event("Registered")
+    def __init__(self, id: UUID, name: str, parent_id: UUID | None, ancestry: list[UUID], key_id: str):
+        self.name = name
+        self.parent_id = parent_id
+        self.ancestry = list(ancestry)
+        self.key_id = key_id
+        self.suspended = False
+        self.webhook_url: str | None = None
+        self.funds: dict[str, int] = {}
+        self.on_hand: dict[str, int] = {}
+        self.prices: dict[str, Money] = {}
+
+    @property
+    def is_top_level(self) -> bool:
+        return self.parent_id is None
+
+    def is_within(self, ancestor_id: UUID) -> bool:
+        """True when this channel is `ancestor_id` or lies below it."""
+        return self.id == ancestor_id or ancestor_id in self.ancestry
+
+    def funds_in(self, currency: str) -> Money:
+        return Money(self.funds.get(currency, 0), currency)
+
+    def stock_of(self, product_id: UUID) -> int:
+        return self.on_hand.get(str(product_id), 0)
+
+    def price_for_children(self, product_id: UUID) -> Money:
+        try:
+            return self.prices[str(product_id)]
+        except KeyError:
+            raise PriceNotSet(f"channel {self.id} has set no price for product {product_id}")
+
+    def check_active(self) -> None:
+        if self.suspended:
+            raise ChannelSuspended(f"channel {self.id} is suspended")
+
+    @event("FundsDeposited")
+    def deposit(self, movement_id: UUID, amount: Money) -> None:
+        self.funds[amount.currency] = self.funds.get(amount.currency, 0) + amount.amount
+
+    def buy(self, movement_id: UUID, product_id: UUID, quantity: int, cost: Money) -> None:
+        if self.funds_in(cost.currency).amount < cost.amount:
+            raise InsufficientFunds(
+                f"{cost.amount} {cost.currency} needed, "
+                f"{self.funds_in(cost.currency).amount} available"
+            )
+        self._bought(movement_id, product_id, quantity, cost)
+
+    @event("StockBought")
+    def _bought(self, movement_id: UUID, product_id: UUID, quantity: int, cost: Money) -> None:
+        self.funds[cost.currency] = self.funds.get(cost.currency, 0) - cost.amount
+        self.on_hand[str(product_id)] = self.stock_of(product_id) + quantity
+
+    def sell(self, movement_id: UUID, product_id: UUID, quantity: int, proceeds: Money) -> None:
+        if self.stock_of(product_id) < quantity:
+            raise InsufficientStock(
+                f"{quantity} units needed, {self.stock_of(product_id)} on hand"
+            )
+        self._sold(movement_id, product_id, quantity, proceeds)
+
+    @event("StockSold")
+    def _sold(self, movement_id: UUID, product_id: UUID, quantity: int, proceeds: Money) -> None:
+        self.funds[proceeds.currency] = self.funds.get(proceeds.currency, 0) + proceeds.amount
+        self.on_hand[str(product_id)] = self.stock_of(product_id) - quantity
+
+    def set_price(self, product_id: UUID, price: Money, currency: str) -> None:
+        if price.currency != currency:
+            raise CurrencyMismatch(f"the product is priced in {currency}")
+        price.require_positive()
+        self._price_set(product_id, price)
+
+    @event("PriceSet")
+    def _price_set(self, product_id: UUID, price: Money) -> None:
+        self.prices[str(product_id)] = price
+
+    @event("Suspended")
+    def suspend(self) -> None:
+        self.suspended = True
+
+    @event("Resumed")
+    def resume(self) -> None:
+        self.suspended = False
+
+    @event("WebhookSet")
+    def set_webhook(self, url: str) -> None:
+        self.webhook_url = url
