@@ -109,7 +109,11 @@ class Distribution(Application[UUID]):
             self.check_line_active(buyer)
             if buyer.parent_id is None:
                 purchase = StockPurchase.from_platform(
-                    movement_id, buyer.id, product.platform_id, product.id, quantity,
+                    movement_id,
+                    buyer.id,
+                    product.platform_id,
+                    product.id,
+                    quantity,
                     product.wholesale_cost,
                 )
                 buyer.buy(movement_id, product.id, quantity, purchase.total)
@@ -117,7 +121,11 @@ class Distribution(Application[UUID]):
             else:
                 parent = self.channel(buyer.parent_id)
                 purchase = StockPurchase.from_parent(
-                    movement_id, buyer.id, parent.id, product.id, quantity,
+                    movement_id,
+                    buyer.id,
+                    parent.id,
+                    product.id,
+                    quantity,
                     parent.price_for_children(product.id),
                 )
                 buyer.buy(movement_id, product.id, quantity, purchase.total)
@@ -126,9 +134,7 @@ class Distribution(Application[UUID]):
             return purchase, buyer
 
         def replay() -> tuple[StockPurchase, Channel]:
-            return self._get(movement_id, StockPurchase, "stock purchase"), self.channel(
-                channel_id
-            )
+            return self._get(movement_id, StockPurchase, "stock purchase"), self.channel(channel_id)
 
         return self._once(movement_id, decide, channel_id, replay, buyer.parent_id)
 
@@ -197,8 +203,9 @@ class Distribution(Application[UUID]):
             return self._get(aggregate.id, kind, kind.__name__.lower())
         return aggregate
 
-    def _once(self, movement_id: UUID, decide: Any, channel_id: UUID, replay: Any,
-              *more_ids: UUID | None) -> Any:
+    def _once(
+        self, movement_id: UUID, decide: Any, channel_id: UUID, replay: Any, *more_ids: UUID | None
+    ) -> Any:
         """Run a movement once: a repeated movement id returns what the first run recorded."""
 
         def decide_unless_recorded() -> Any:

@@ -24,7 +24,9 @@ class Channel(Aggregate):
     """
 
     @event("Registered")
-    def __init__(self, id: UUID, name: str, parent_id: UUID | None, ancestry: list[UUID], key_id: str):
+    def __init__(
+        self, id: UUID, name: str, parent_id: UUID | None, ancestry: list[UUID], key_id: str
+    ):
         self.name = name
         self.parent_id = parent_id
         self.ancestry = list(ancestry)
@@ -78,9 +80,7 @@ class Channel(Aggregate):
 
     def sell(self, movement_id: UUID, product_id: UUID, quantity: int, proceeds: Money) -> None:
         if self.stock_of(product_id) < quantity:
-            raise InsufficientStock(
-                f"{quantity} units needed, {self.stock_of(product_id)} on hand"
-            )
+            raise InsufficientStock(f"{quantity} units needed, {self.stock_of(product_id)} on hand")
         self._sold(movement_id, product_id, quantity, proceeds)
 
     @event("StockSold")

@@ -1,0 +1,24 @@
+"""Schema migrations of the read models and bookkeeping tables, applied with yoyo."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from yoyo import get_backend, read_migrations
+from yoyo.migrations import MigrationList
+
+
+def yoyo_url(database_url: str) -> str:
+    scheme, rest = database_url.split("://", 1)
+    return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else database_url
+
+
+def apply_migrations(database_url: str) -> int:
+    """Apply every migration not yet applied; return how many were."""
+    backend = get_backend(yoyo_url(database_url))
+    found = read_migrations(str(files("ledger_migrations")))
+    migrations = MigrationList([m for m in found if not m.id.startswith("__")])
+    with backend.lock():
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+    return len(pending)

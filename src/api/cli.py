@@ -1,0 +1,97 @@
+"""The `ledger` command line for operators and finance."""
+
+from __future__ import annotations
+
+import secrets
+from enum import Enum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from adapters.settings import Settings
+
+cli = typer.Typer(help="The membership-card ledger.", no_args_is_help=True, add_completion=False)
+tokens_cli = typer.Typer(help="Bearer tokens for operator and finance.", no_args_is_help=True)
+cli.add_typer(tokens_cli, name="tokens")
+console = Console(stderr=True)
+
+
+def database_url(settings: Settings) -> str:
+    """The configured server, or the embedded one (started on demand), migrated."""
+    from adapters import embedded
+    from adapters.migrations import apply_migrations
+
+    if settings.database_url:
+        url = settings.database_url
+    else:
+        try:
+            url = embedded.start(settings.ledger_data_dir)
+        except embedded.EmbeddedPostgresUnavailable as error:
+            console.print(f"[red]{error}[/red]")
+            raise typer.Exit(2) from error
+    applied = apply_migrations(url)
+    if applied:
+        console.print(f"applied {applied} migration(s)")
+    return url
+
+
+@cli.command()
+def serve(
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Run the API (and, unless turned off, the projection runners) in this process."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = Settings()
+    url = database_url(settings)
+    where = "embedded PostgreSQL" if settings.embedded else "DATABASE_URL"
+    console.print(
+        f"ledger on http://{host}:{port} ({where}, sandbox {'on' if settings.sandbox else 'off'})"
+    )
+    uvicorn.run(create_app(settings, url), host=host, port=port, log_level="warning")
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply the schema migrations."""
+    database_url(Settings())
+
+
+class Role(str, Enum):
+    operator = "operator"
+    finance = "finance"
+
+
+@tokens_cli.command("create")
+def create_token(role: Annotated[Role, typer.Option(help="operator or finance")]) -> None:
+    """Create a bearer token; it is printed once, as the last line, and stored hashed."""
+    import psycopg
+
+    from api.auth import new_token, token_hash
+
+    url = database_url(Settings())
+    token = new_token()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO api_tokens (id, token_hash, role) VALUES (%s, %s, %s)",
+            ("tok_" + secrets.token_hex(8), token_hash(token), role.value),
+        )
+    console.print(f"{role.value} token created; it is shown only now:")
+    print(token)
+
+
+@cli.command()
+def demo() -> None:
+    """Load demo data (platforms, products, a channel tree with funds and stock)."""
+    from api.demo import load_demo
+
+    settings = Settings()
+    load_demo(settings, database_url(settings))
+
+
+def main() -> None:
+    cli()

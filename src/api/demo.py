@@ -1,0 +1,91 @@
+"""Demo data: two platforms, their plans, and a three-level channel tree with funds and stock."""
+
+from __future__ import annotations
+
+import uuid
+
+from rich.console import Console
+from rich.table import Table
+
+from adapters.database import event_store_env
+from adapters.settings import Settings
+from api.auth import channel_key_secret
+from ledger.distribution.application import Distribution
+from ledger.money import Money
+
+DEMO = uuid.UUID("0d3c9d2e-5f7a-4e8b-9c1d-2a3b4c5d6e7f")
+
+
+def demo_id(name: str) -> uuid.UUID:
+    """Fixed ids, so loading the demo twice changes nothing."""
+    return uuid.uuid5(DEMO, name)
+
+
+def load_demo(settings: Settings, database_url: str) -> None:
+    app = Distribution(env=event_store_env(database_url))
+    try:
+        iqiyi = app.register_platform(demo_id("iqiyi"), "iQiyi", "http://127.0.0.1:8100")
+        tencent = app.register_platform(
+            demo_id("tencent"), "Tencent Video", "http://127.0.0.1:8100"
+        )
+        gold_month = app.register_product(
+            demo_id("iqiyi-gold-month"),
+            iqiyi.id,
+            "iQiyi Gold VIP, 1 month",
+            30,
+            Money(3000),
+            Money(2200),
+        )
+        tencent_year = app.register_product(
+            demo_id("tencent-vip-year"),
+            tencent.id,
+            "Tencent Video VIP, 12 months",
+            365,
+            Money(25300),
+            Money(19800),
+        )
+        top = app.register_channel(demo_id("channel-east"), "East China Digital")
+        city = app.register_channel(demo_id("channel-shanghai"), "Shanghai Telecom Shops", top.id)
+        shop = app.register_channel(demo_id("channel-pudong"), "Pudong Store 12", city.id)
+
+        app.deposit(demo_id("deposit-east"), top.id, Money(5_000_000))
+        app.deposit(demo_id("deposit-shanghai"), city.id, Money(500_000))
+        app.deposit(demo_id("deposit-pudong"), shop.id, Money(50_000))
+        app.purchase_stock(demo_id("buy-east-gold"), top.id, gold_month.id, 500)
+        app.purchase_stock(demo_id("buy-east-year"), top.id, tencent_year.id, 50)
+        app.set_price(top.id, gold_month.id, Money(2500))
+        app.set_price(top.id, tencent_year.id, Money(21800))
+        app.set_price(city.id, gold_month.id, Money(2700))
+        app.purchase_stock(demo_id("buy-shanghai-gold"), city.id, gold_month.id, 100)
+        app.purchase_stock(demo_id("buy-pudong-gold"), shop.id, gold_month.id, 10)
+        channels = [top, city, shop]
+        products = [gold_month, tencent_year]
+        summary = {c.id: app.channel(c.id) for c in channels}
+    finally:
+        app.close()
+
+    console = Console()
+    table = Table(title="Demo channels (keys sign requests; see README, 'Signed requests')")
+    for column in ("channel", "id", "key_id", "key_secret", "funds (fen)", "stock"):
+        table.add_column(column)
+    for channel in summary.values():
+        stock = ", ".join(f"{n}" for n in channel.on_hand.values())
+        table.add_row(
+            channel.name,
+            str(channel.id),
+            channel.key_id,
+            channel_key_secret(settings.secret_bytes, channel.key_id),
+            str(channel.funds_in("CNY").amount),
+            stock,
+        )
+    console.print(table)
+    for product in products:
+        console.print(f"product {product.name}: {product.id}")
+    console.print(
+        "\nTry next:\n"
+        "  ledger tokens create --role finance      # then, with that token:\n"
+        "  curl -H 'Authorization: Bearer <token>' http://127.0.0.1:8000/v1/ledger/trial-balance\n"
+        f"  ledger call GET /v1/channels/{shop.id}/funds --key-id {shop.key_id} "
+        "--secret <its key_secret>\n"
+        "  open http://127.0.0.1:8000/docs for the whole API"
+    )

@@ -1,0 +1,137 @@
+"""Idempotency-Key: a repeated request gets the first response, scoped to the principal.
+
+A key's first request inserts an in-flight row; the row then holds the response. Commands
+derive their aggregate ids from the key (`command_id`), so even a request whose process died
+before storing its response cannot record twice: rerunning it finds what it recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+
+from api.auth import Principal, authenticate
+from api.problems import PROBLEM_JSON, STATUS_BY_CODE, Problem, problem_response
+from ledger.errors import DomainError
+
+NAMESPACE = uuid.UUID("6f1c63e4-8a43-4c7a-9d7e-2b4f0a7f3b1e")
+ABANDONED_AFTER_SECONDS = 60
+MAX_KEY_LENGTH = 255
+
+Outcome = tuple[int, dict[str, Any]]
+
+
+@dataclass
+class IdempotentCall:
+    pool: Any
+    request: Request
+    principal: Principal
+    key: str
+    request_hash: bytes
+
+    @property
+    def command_id(self) -> uuid.UUID:
+        return uuid.uuid5(NAMESPACE, f"{self.principal.scope}\n{self.key}")
+
+    def run(
+        self, command: Callable[[uuid.UUID], Outcome], *, rerun_on_replay: bool = False
+    ) -> JSONResponse:
+        """Run once; `rerun_on_replay` for answers that hold secrets, which are never stored."""
+        stored = self._begin(rerun_on_replay)
+        if stored is not None:
+            status, body, media_type = stored
+            return JSONResponse(body, status_code=status, media_type=media_type)
+        try:
+            status, body = command(self.command_id)
+        except DomainError as refusal:
+            response = problem_response(self.request, refusal.code, refusal.detail)
+            self._finish(response.status_code, json.loads(response.body), rerun=False)
+            return response
+        except BaseException:
+            self._abandon()
+            raise
+        self._finish(status, {} if rerun_on_replay else body, rerun=rerun_on_replay)
+        return JSONResponse(body, status_code=status)
+
+    def _begin(self, rerun_on_replay: bool) -> tuple[int, Any, str] | None:
+        with self.pool.connection() as conn:
+            claimed = conn.execute(
+                "INSERT INTO idempotency_keys (principal, key, request_hash, state) "
+                "VALUES (%s, %s, %s, 'in_flight') ON CONFLICT DO NOTHING RETURNING 1",
+                (self.principal.scope, self.key, self.request_hash),
+            ).fetchone()
+            if claimed:
+                return None
+            row = conn.execute(
+                "SELECT request_hash, state, status, body, replay_by_rerun, "
+                "started_at < now() - make_interval(secs => %s) "
+                "FROM idempotency_keys WHERE principal = %s AND key = %s",
+                (ABANDONED_AFTER_SECONDS, self.principal.scope, self.key),
+            ).fetchone()
+        if row is None:
+            return self._begin(rerun_on_replay)
+        request_hash, state, status, body, rerun, abandoned = row
+        if bytes(request_hash) != self.request_hash:
+            raise Problem("idempotency_key_reused", "this key was used with another request")
+        if state == "in_flight":
+            if abandoned and self._take_over():
+                return None
+            raise Problem("request_in_flight", "the first request with this key is still running")
+        if rerun:
+            return None
+        decoded = json.loads(bytes(body))
+        is_problem = status >= 400 and isinstance(decoded, dict) and "code" in decoded
+        return status, decoded, PROBLEM_JSON if is_problem else "application/json"
+
+    def _take_over(self) -> bool:
+        with self.pool.connection() as conn:
+            return (
+                conn.execute(
+                    "UPDATE idempotency_keys SET started_at = now() "
+                    "WHERE principal = %s AND key = %s AND state = 'in_flight' "
+                    "AND started_at < now() - make_interval(secs => %s) RETURNING 1",
+                    (self.principal.scope, self.key, ABANDONED_AFTER_SECONDS),
+                ).fetchone()
+                is not None
+            )
+
+    def _finish(self, status: int, body: Any, *, rerun: bool) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                "UPDATE idempotency_keys SET state = 'done', status = %s, body = %s, "
+                "replay_by_rerun = %s, completed_at = now() WHERE principal = %s AND key = %s",
+                (status, json.dumps(body).encode(), rerun, self.principal.scope, self.key),
+            )
+
+    def _abandon(self) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE principal = %s AND key = %s "
+                "AND state = 'in_flight'",
+                (self.principal.scope, self.key),
+            )
+
+
+async def idempotent(
+    request: Request, principal: Principal = Depends(authenticate)
+) -> IdempotentCall:
+    """FastAPI dependency for every POST: checks the key before the body is even parsed."""
+    key = request.headers.get("Idempotency-Key", "")
+    if not key:
+        raise Problem("idempotency_key_missing", "every POST needs an Idempotency-Key header")
+    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise Problem(
+            "validation_failed",
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
+            status=STATUS_BY_CODE["idempotency_key_missing"],
+        )
+    body = await request.body()
+    digest = hashlib.sha256(f"{request.method}\n{request.url.path}\n".encode() + body).digest()
+    return IdempotentCall(request.app.state.pool, request, principal, key, digest)

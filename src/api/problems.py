@@ -1,0 +1,111 @@
+"""Every error leaves the API as RFC 9457 problem details with a stable `code`.
+
+This module is the one place where domain errors become HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledger.commands import ConflictPersisted
+from ledger.errors import DomainError
+
+PROBLEM_JSON = "application/problem+json"
+
+STATUS_BY_CODE: dict[str, int] = {
+    "not_found": 404,
+    "forbidden": 403,
+    "unauthorized": 401,
+    "signature_invalid": 401,
+    "idempotency_key_missing": 400,
+    "idempotency_key_reused": 422,
+    "request_in_flight": 409,
+    "validation_failed": 422,
+    "invalid_amount": 422,
+    "currency_mismatch": 422,
+    "channel_tree_too_deep": 422,
+    "body_too_large": 413,
+    "insufficient_funds": 409,
+    "insufficient_stock": 409,
+    "channel_suspended": 409,
+    "price_not_set": 409,
+    "already_exists": 409,
+    "state_conflict": 409,
+    "conflict": 503,
+    "method_not_allowed": 405,
+    "internal_error": 500,
+    "unavailable": 503,
+}
+
+
+class Problem(Exception):
+    """An error raised by the API layer itself (authentication, idempotency, limits)."""
+
+    def __init__(self, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+def problem_response(
+    request: Request, code: str, detail: str, status: int | None = None, **extra: Any
+) -> JSONResponse:
+    status = status or STATUS_BY_CODE.get(code, 400)
+    body = {
+        "type": f"/problems/{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "request_id": request_id(request),
+        **extra,
+    }
+    headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def request_id(request: Request) -> str:
+    if not hasattr(request.state, "request_id"):
+        request.state.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    return str(request.state.request_id)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return problem_response(request, exc.code, exc.detail)
+
+    @app.exception_handler(Problem)
+    async def api_problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(request, exc.code, exc.detail, **exc.extra)
+
+    @app.exception_handler(ConflictPersisted)
+    async def conflict(request: Request, exc: ConflictPersisted) -> JSONResponse:
+        return problem_response(request, "conflict", str(exc), retry_after=1)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        return problem_response(
+            request, "validation_failed", "the request has invalid fields", errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return problem_response(request, code, str(exc.detail), status=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(request, "internal_error", "an unexpected error occurred")

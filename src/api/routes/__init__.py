@@ -1,0 +1,1 @@
+"""HTTP routers: each translates requests into commands and queries, nothing more."""

@@ -1,0 +1,284 @@
+"""Platforms, products, the channel tree, funds, prices and stock purchases."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from api.auth import Principal, authenticate, channel_key_secret, require, webhook_secret
+from api.idempotency import IdempotentCall, idempotent
+from api.problems import Problem
+from api.schemas import (
+    Balance,
+    ChannelCreated,
+    ChannelIn,
+    Created,
+    Currency,
+    DepositIn,
+    MoneyOut,
+    PlatformIn,
+    PriceIn,
+    ProductIn,
+    StockList,
+    StockPosition,
+    StockPurchaseIn,
+    StockPurchaseOut,
+    WebhookIn,
+)
+from ledger import accounts
+from ledger.distribution.application import Distribution
+from ledger.distribution.channel import Channel
+from ledger.errors import NotFound
+
+router = APIRouter(prefix="/v1", tags=["distribution"])
+
+
+def parse_id(value: str, what: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise NotFound(f"{what} {value!r} not found") from None
+
+
+def app_of(request: Request) -> Distribution:
+    return request.app.state.distribution  # type: ignore[no-any-return]
+
+
+def visible_channel(request: Request, principal: Principal, channel_id: str) -> Channel:
+    """A channel sees its own subtree only; anything else does not exist for it."""
+    channel = app_of(request).channel(parse_id(channel_id, "channel"))
+    if principal.role == "channel":
+        assert principal.channel_id is not None
+        if not channel.is_within(principal.channel_id):
+            raise NotFound(f"channel {channel_id} not found")
+    return channel
+
+
+def channel_created(request: Request, channel: Channel) -> tuple[int, dict[str, Any]]:
+    secret = channel_key_secret(request.app.state.settings.secret_bytes, channel.key_id)
+    return 201, ChannelCreated(
+        id=str(channel.id), key_id=channel.key_id, key_secret=secret
+    ).model_dump()
+
+
+@router.post("/platforms", status_code=201, response_model=Created)
+def register_platform(
+    body: PlatformIn, request: Request, call: IdempotentCall = Depends(idempotent)
+) -> Any:
+    require(call.principal, "operator")
+    return call.run(
+        lambda command_id: (
+            201,
+            {
+                "id": str(
+                    app_of(request)
+                    .register_platform(command_id, body.name, str(body.gateway_url))
+                    .id
+                )
+            },
+        )
+    )
+
+
+@router.post("/products", status_code=201, response_model=Created)
+def register_product(
+    body: ProductIn, request: Request, call: IdempotentCall = Depends(idempotent)
+) -> Any:
+    require(call.principal, "operator")
+    platform_id = parse_id(body.platform_id, "platform")
+
+    def command(command_id: UUID) -> tuple[int, dict[str, Any]]:
+        product = app_of(request).register_product(
+            command_id,
+            platform_id,
+            body.name,
+            body.duration_days,
+            body.face_value.to_money(),
+            body.wholesale_cost.to_money(),
+        )
+        return 201, {"id": str(product.id)}
+
+    return call.run(command)
+
+
+@router.post("/channels", status_code=201, response_model=ChannelCreated)
+def register_channel(
+    body: ChannelIn, request: Request, call: IdempotentCall = Depends(idempotent)
+) -> Any:
+    require(call.principal, "operator")
+    return call.run(
+        lambda command_id: channel_created(
+            request, app_of(request).register_channel(command_id, body.name)
+        ),
+        rerun_on_replay=True,
+    )
+
+
+@router.post("/channels/{channel_id}/subchannels", status_code=201, response_model=ChannelCreated)
+def register_subchannel(
+    channel_id: str, body: ChannelIn, request: Request, call: IdempotentCall = Depends(idempotent)
+) -> Any:
+    require(call.principal, "channel")
+    parent = visible_channel(request, call.principal, channel_id)
+    return call.run(
+        lambda command_id: channel_created(
+            request, app_of(request).register_channel(command_id, body.name, parent.id)
+        ),
+        rerun_on_replay=True,
+    )
+
+
+@router.post("/channels/{channel_id}/deposits", status_code=201)
+def deposit(
+    channel_id: str, body: DepositIn, request: Request, call: IdempotentCall = Depends(idempotent)
+) -> Any:
+    require(call.principal, "operator")
+    target = parse_id(channel_id, "channel")
+    amount = body.amount.to_money()
+
+    def command(command_id: UUID) -> tuple[int, dict[str, Any]]:
+        channel = app_of(request).deposit(command_id, target, amount)
+        funds = channel.funds_in(amount.currency)
+        return 201, {"id": str(command_id), "funds": MoneyOut.of(funds).model_dump()}
+
+    return call.run(command)
+
+
+@router.put("/channels/{channel_id}/prices/{product_id}")
+def set_price(
+    channel_id: str,
+    product_id: str,
+    body: PriceIn,
+    request: Request,
+    principal: Principal = Depends(authenticate),
+) -> Any:
+    require(principal, "channel")
+    channel = visible_channel(request, principal, channel_id)
+    if channel.id != principal.channel_id:
+        raise Problem("forbidden", "a channel sets only its own prices, for its children")
+    product = parse_id(product_id, "product")
+    app_of(request).set_price(channel.id, product, body.price.to_money())
+    return {"product_id": str(product), "price": body.price.to_money().as_dict()}
+
+
+@router.post("/channels/{channel_id}/suspension", status_code=200)
+def suspend(channel_id: str, request: Request, call: IdempotentCall = Depends(idempotent)) -> Any:
+    channel = _suspendable(request, call.principal, channel_id)
+    return call.run(lambda _: (200, _channel_view(app_of(request).suspend(channel.id))))
+
+
+@router.delete("/channels/{channel_id}/suspension", status_code=200)
+def resume(channel_id: str, request: Request, principal: Principal = Depends(authenticate)) -> Any:
+    channel = _suspendable(request, principal, channel_id)
+    return _channel_view(app_of(request).resume(channel.id))
+
+
+def _suspendable(request: Request, principal: Principal, channel_id: str) -> Channel:
+    """The operator, or a channel above this one, may suspend or resume it."""
+    require(principal, "operator", "channel")
+    channel = visible_channel(request, principal, channel_id)
+    if principal.role == "channel" and channel.id == principal.channel_id:
+        raise Problem("forbidden", "a channel is suspended by its parent or the operator")
+    return channel
+
+
+@router.put("/channels/{channel_id}/webhook")
+def set_webhook(
+    channel_id: str, body: WebhookIn, request: Request, principal: Principal = Depends(authenticate)
+) -> Any:
+    require(principal, "channel")
+    channel = visible_channel(request, principal, channel_id)
+    if channel.id != principal.channel_id:
+        raise Problem("forbidden", "a channel sets only its own webhook")
+    app_of(request).set_webhook(channel.id, str(body.url))
+    return {
+        "url": str(body.url),
+        "secret": webhook_secret(request.app.state.settings.secret_bytes, channel.id),
+    }
+
+
+@router.get("/channels/{channel_id}")
+def get_channel(
+    channel_id: str, request: Request, principal: Principal = Depends(authenticate)
+) -> Any:
+    require(principal, "operator", "finance", "channel")
+    return _channel_view(visible_channel(request, principal, channel_id))
+
+
+def _channel_view(channel: Channel) -> dict[str, Any]:
+    return {
+        "id": str(channel.id),
+        "name": channel.name,
+        "parent_id": str(channel.parent_id) if channel.parent_id else None,
+        "suspended": channel.suspended,
+        "prices": [
+            {"product_id": product_id, "price": price.as_dict()}
+            for product_id, price in sorted(channel.prices.items())
+        ],
+    }
+
+
+@router.post("/stock-purchases", status_code=201, response_model=StockPurchaseOut)
+def purchase_stock(
+    body: StockPurchaseIn, request: Request, call: IdempotentCall = Depends(idempotent)
+) -> Any:
+    require(call.principal, "channel")
+    assert call.principal.channel_id is not None
+    buyer_id = call.principal.channel_id
+    product_id = parse_id(body.product_id, "product")
+
+    def command(command_id: UUID) -> tuple[int, dict[str, Any]]:
+        purchase, buyer = app_of(request).purchase_stock(
+            command_id, buyer_id, product_id, body.quantity
+        )
+        out = StockPurchaseOut(
+            id=str(purchase.id),
+            product_id=str(product_id),
+            quantity=purchase.quantity,
+            unit_price=MoneyOut.of(purchase.unit_price),
+            total=MoneyOut.of(purchase.total),
+            stock=StockPosition(
+                product_id=str(product_id), on_hand=buyer.stock_of(product_id), held=0, consumed=0
+            ),
+        )
+        return 201, out.model_dump()
+
+    return call.run(command)
+
+
+@router.get("/channels/{channel_id}/stock", response_model=StockList)
+def stock(channel_id: str, request: Request, principal: Principal = Depends(authenticate)) -> Any:
+    require(principal, "operator", "finance", "channel")
+    channel = visible_channel(request, principal, channel_id)
+    request.app.state.views.catch_up()
+    balances = request.app.state.views.balances.of_accounts_under(f"channel:{channel.id}:")
+    positions: dict[str, dict[str, int]] = {}
+    for (account, _asset), (posted, _pending) in balances.items():
+        _, _, purpose, *rest = account.split(":")
+        if purpose in ("stock", "held", "consumed") and rest:
+            column = "on_hand" if purpose == "stock" else purpose
+            positions.setdefault(rest[0], {"on_hand": 0, "held": 0, "consumed": 0})[column] = posted
+    items = [StockPosition(product_id=p, **cols) for p, cols in sorted(positions.items())]
+    return StockList(items=items)
+
+
+@router.get("/channels/{channel_id}/funds", response_model=Balance)
+def funds(
+    channel_id: str,
+    request: Request,
+    currency: Currency = Query("CNY"),
+    principal: Principal = Depends(authenticate),
+) -> Any:
+    require(principal, "operator", "finance", "channel")
+    channel = visible_channel(request, principal, channel_id)
+    request.app.state.views.catch_up()
+    posted, pending = request.app.state.views.balances.of_account(
+        accounts.channel_funds(channel.id)
+    ).get(currency, (0, 0))
+    return Balance(
+        posted=MoneyOut(amount=posted, currency=currency),
+        pending=MoneyOut(amount=pending, currency=currency),
+        available=MoneyOut(amount=posted - pending, currency=currency),
+    )

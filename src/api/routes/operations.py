@@ -1,0 +1,29 @@
+"""Health and metrics, for load balancers and Prometheus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+def health(request: Request) -> Any:
+    try:
+        with request.app.state.pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except Exception as error:  # noqa: BLE001 - any failure means the database is not usable
+        return JSONResponse(
+            {"status": "unavailable", "database": f"error: {type(error).__name__}"},
+            status_code=503,
+        )
+    return {"status": "ok", "database": "ok", "sandbox": request.app.state.settings.sandbox}
+
+
+@router.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

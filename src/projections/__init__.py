@@ -1,0 +1,1 @@
+"""Read models: one module per view, kept up to date from the applications' logs."""
