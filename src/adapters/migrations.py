@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.resources import files
+from pathlib import Path
 
 from yoyo import get_backend, read_migrations
 from yoyo.migrations import MigrationList
@@ -13,10 +14,18 @@ def yoyo_url(database_url: str) -> str:
     return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else database_url
 
 
+def migrations_dir() -> Path:
+    """`migrations/` of the source tree; a wheel carries it as the package `ledger_migrations`."""
+    source_tree = Path(__file__).resolve().parents[2] / "migrations"
+    if source_tree.is_dir():
+        return source_tree
+    return Path(str(files("ledger_migrations")))
+
+
 def apply_migrations(database_url: str) -> int:
     """Apply every migration not yet applied; return how many were."""
     backend = get_backend(yoyo_url(database_url))
-    found = read_migrations(str(files("ledger_migrations")))
+    found = read_migrations(str(migrations_dir()))
     migrations = MigrationList([m for m in found if not m.id.startswith("__")])
     with backend.lock():
         pending = backend.to_apply(migrations)

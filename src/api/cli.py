@@ -40,6 +40,7 @@ def database_url(settings: Settings) -> str:
 def serve(
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    with_demo: Annotated[bool, typer.Option("--demo", help="Load the demo data first.")] = False,
 ) -> None:
     """Run the API (and, unless turned off, the projection runners) in this process."""
     import uvicorn
@@ -48,6 +49,10 @@ def serve(
 
     settings = Settings()
     url = database_url(settings)
+    if with_demo:
+        from api.demo import load_demo
+
+        load_demo(settings, url, base_url=f"http://{host}:{port}")
     where = "embedded PostgreSQL" if settings.embedded else "DATABASE_URL"
     console.print(
         f"ledger on http://{host}:{port} ({where}, sandbox {'on' if settings.sandbox else 'off'})"
@@ -91,6 +96,49 @@ def demo() -> None:
 
     settings = Settings()
     load_demo(settings, database_url(settings))
+
+
+@cli.command()
+def call(
+    method: Annotated[str, typer.Argument(help="GET, POST, PUT or DELETE")],
+    path: Annotated[str, typer.Argument(help="e.g. /v1/channels/<id>/funds")],
+    body: Annotated[str | None, typer.Option(help="JSON body")] = None,
+    key_id: Annotated[str | None, typer.Option(envvar="LEDGER_KEY_ID")] = None,
+    secret: Annotated[str | None, typer.Option(envvar="LEDGER_KEY_SECRET")] = None,
+    token: Annotated[str | None, typer.Option(envvar="LEDGER_TOKEN")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="default: a new one")] = None,
+    base_url: Annotated[str, typer.Option(envvar="LEDGER_URL")] = "http://127.0.0.1:8000",
+) -> None:
+    """Send one request, signed with a channel key or carrying a bearer token; print the reply."""
+    import json
+    import time
+    import uuid
+
+    import httpx
+
+    from api.auth import sign
+
+    content = body.encode() if body else b""
+    headers = {"Content-Type": "application/json"}
+    if method.upper() == "POST":
+        headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
+    if key_id and secret:
+        timestamp = str(int(time.time()))
+        headers |= {
+            "X-Key-Id": key_id,
+            "X-Timestamp": timestamp,
+            "X-Signature": sign(secret, method, path, timestamp, content),
+        }
+    elif token:
+        headers["Authorization"] = f"Bearer {token}"
+    reply = httpx.request(method.upper(), base_url + path, content=content, headers=headers)
+    console.print(f"{reply.status_code} {reply.reason_phrase}")
+    try:
+        print(json.dumps(reply.json(), indent=2, ensure_ascii=False))
+    except ValueError:
+        print(reply.text)
+    if reply.status_code >= 400:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -21,7 +21,9 @@ def demo_id(name: str) -> uuid.UUID:
     return uuid.uuid5(DEMO, name)
 
 
-def load_demo(settings: Settings, database_url: str) -> None:
+def load_demo(
+    settings: Settings, database_url: str, base_url: str = "http://127.0.0.1:8000"
+) -> None:
     app = Distribution(env=event_store_env(database_url))
     try:
         iqiyi = app.register_platform(demo_id("iqiyi"), "iQiyi", "http://127.0.0.1:8100")
@@ -58,34 +60,42 @@ def load_demo(settings: Settings, database_url: str) -> None:
         app.set_price(city.id, gold_month.id, Money(2700))
         app.purchase_stock(demo_id("buy-shanghai-gold"), city.id, gold_month.id, 100)
         app.purchase_stock(demo_id("buy-pudong-gold"), shop.id, gold_month.id, 10)
-        channels = [top, city, shop]
+        channels = [app.channel(c.id) for c in (top, city, shop)]
         products = [gold_month, tencent_year]
-        summary = {c.id: app.channel(c.id) for c in channels}
     finally:
         app.close()
 
     console = Console()
-    table = Table(title="Demo channels (keys sign requests; see README, 'Signed requests')")
-    for column in ("channel", "id", "key_id", "key_secret", "funds (fen)", "stock"):
+    table = Table(title="Demo channel tree (loading it again changes nothing)")
+    for column in ("channel", "level", "funds (fen)", *(p.name for p in products)):
         table.add_column(column)
-    for channel in summary.values():
-        stock = ", ".join(f"{n}" for n in channel.on_hand.values())
+    for level, channel in enumerate(channels, start=1):
         table.add_row(
             channel.name,
-            str(channel.id),
-            channel.key_id,
-            channel_key_secret(settings.secret_bytes, channel.key_id),
+            str(level),
             str(channel.funds_in("CNY").amount),
-            stock,
+            *(str(channel.stock_of(p.id)) for p in products),
         )
     console.print(table)
     for product in products:
-        console.print(f"product {product.name}: {product.id}")
+        console.print(f"product  {product.id}  {product.name}")
+    console.print("\nChannel keys (sign requests with these; see the README):")
+    for channel in channels:
+        secret = channel_key_secret(settings.secret_bytes, channel.key_id)
+        console.print(
+            f"  {channel.name}\n    id {channel.id}\n    key_id {channel.key_id}"
+            f"\n    key_secret {secret}",
+            soft_wrap=True,
+        )
     console.print(
         "\nTry next:\n"
-        "  ledger tokens create --role finance      # then, with that token:\n"
-        "  curl -H 'Authorization: Bearer <token>' http://127.0.0.1:8000/v1/ledger/trial-balance\n"
-        f"  ledger call GET /v1/channels/{shop.id}/funds --key-id {shop.key_id} "
-        "--secret <its key_secret>\n"
-        "  open http://127.0.0.1:8000/docs for the whole API"
+        f"  export LEDGER_URL={base_url} LEDGER_KEY_ID={shop.key_id} "
+        f"LEDGER_KEY_SECRET={channel_key_secret(settings.secret_bytes, shop.key_id)}\n"
+        f"  ledger call GET /v1/channels/{shop.id}/funds\n"
+        f"  ledger call POST /v1/stock-purchases --body "
+        f'\'{{"product_id": "{gold_month.id}", "quantity": 2}}\'\n'
+        "  ledger tokens create --role finance   # then: ledger call GET "
+        "/v1/ledger/trial-balance --token <it>\n"
+        f"  {base_url}/docs  shows the whole API",
+        soft_wrap=True,
     )
