@@ -15,6 +15,8 @@ EVENT_STORE_ENV_DEFAULTS = {
     "POSTGRES_LOCK_TIMEOUT": "10",
     "POSTGRES_PRE_PING": "y",
     "AGGREGATE_CACHE_MAXSIZE": "10000",
+    "APPLICATION_RECORDER_TOPIC": "adapters.chained_recorders:ChainedApplicationRecorder",
+    "PROCESS_RECORDER_TOPIC": "adapters.chained_recorders:ChainedProcessRecorder",
 }
 
 
