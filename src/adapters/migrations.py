@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
+import sys
 from pathlib import Path
 
 from yoyo import get_backend, read_migrations
-from yoyo.migrations import MigrationList
 
 
 def yoyo_url(database_url: str) -> str:
@@ -15,18 +14,17 @@ def yoyo_url(database_url: str) -> str:
 
 
 def migrations_dir() -> Path:
-    """`migrations/` of the source tree; a wheel carries it as the package `ledger_migrations`."""
+    """`migrations/` of the source tree; an installed wheel carries it in share/."""
     source_tree = Path(__file__).resolve().parents[2] / "migrations"
     if source_tree.is_dir():
         return source_tree
-    return Path(str(files("ledger_migrations")))
+    return Path(sys.prefix) / "share" / "membership-ledger" / "migrations"
 
 
 def apply_migrations(database_url: str) -> int:
     """Apply every migration not yet applied; return how many were."""
     backend = get_backend(yoyo_url(database_url))
-    found = read_migrations(str(migrations_dir()))
-    migrations = MigrationList([m for m in found if not m.id.startswith("__")])
+    migrations = read_migrations(str(migrations_dir()))
     with backend.lock():
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
