@@ -20,7 +20,8 @@ INSERT INTO projection_versions (name, live_version) VALUES ('balances', 1);
 CREATE TABLE api_tokens (
     id          text PRIMARY KEY,
     token_hash  bytea NOT NULL UNIQUE,
-    role        text NOT NULL CHECK (role IN ('operator', 'finance')),
+    role        text NOT NULL CHECK (role IN ('operator', 'finance', 'member')),
+    subject     text,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 

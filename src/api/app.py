@@ -70,10 +70,12 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         app.state.pool = pool
         app.state.distribution = Distribution(env=env)
         app.state.authenticator = Authenticator(
-            pool,
-            app.state.distribution,
-            settings.secret_bytes,
-            settings.ledger_signature_window_seconds,
+            pool, settings.secret_bytes, settings.ledger_signature_window_seconds
+        )
+        app.state.authenticator.accept_keys(
+            "ck_",
+            "channel",
+            lambda channel_id, key_id: app.state.distribution.channel(channel_id).key_id == key_id,
         )
         app.state.views = Views(pool)
         runners: list[SupervisedRunner] = []

@@ -6,8 +6,9 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from fastapi import Request
@@ -16,19 +17,29 @@ from starlette.concurrency import run_in_threadpool
 from api.problems import Problem
 from ledger.errors import NotFound
 
-Role = Literal["operator", "finance", "channel"]
+Role = Literal["operator", "finance", "channel", "merchant", "member", "web"]
 
 
 @dataclass(frozen=True)
 class Principal:
+    """The caller. `subject` is the channel, merchant or member acting, when there is one."""
+
     role: Role
     id: str
-    channel_id: UUID | None = None
+    subject: UUID | None = None
 
     @property
     def scope(self) -> str:
         """Idempotency keys and rate limits are scoped to this."""
         return f"{self.role}:{self.id}"
+
+    @property
+    def channel_id(self) -> UUID | None:
+        return self.subject if self.role == "channel" else None
+
+
+KeyCheck = Callable[[UUID, str], bool]
+"""Whether the party with this id currently holds the key id (False when unknown)."""
 
 
 def new_token() -> str:
@@ -39,20 +50,26 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def channel_key_secret(master: bytes, key_id: str) -> str:
+def key_secret(master: bytes, key_id: str) -> str:
     """Key secrets are derived from the master secret, so none is ever stored."""
-    return "cs_" + hmac.new(master, f"channel-key:{key_id}".encode(), hashlib.sha256).hexdigest()
+    return "ks_" + hmac.new(master, f"key:{key_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def webhook_secret(master: bytes, channel_id: UUID) -> str:
     return "whs_" + hmac.new(master, f"webhook:{channel_id}".encode(), hashlib.sha256).hexdigest()
 
 
-def channel_id_of_key(key_id: str) -> UUID | None:
-    if not key_id.startswith("ck_") or len(key_id) != 35:
+def key_id_for(prefix: str, party_id: UUID) -> str:
+    return f"{prefix}{party_id.hex}"
+
+
+def party_of_key(key_id: str) -> tuple[str, UUID] | None:
+    """Key ids are `<2 letters>_<32 hex of the party's id>`, e.g. `ck_…` for channels."""
+    prefix, hex_id = key_id[:3], key_id[3:]
+    if len(key_id) != 35 or not prefix.endswith("_"):
         return None
     try:
-        return UUID(hex=key_id[3:])
+        return prefix, UUID(hex=hex_id)
     except ValueError:
         return None
 
@@ -68,43 +85,53 @@ def sign(secret: str, method: str, path_and_query: str, timestamp: str, body: by
 
 
 class Authenticator:
-    def __init__(self, pool, distribution, master_secret: bytes, window_seconds: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, pool: Any, master_secret: bytes, window_seconds: int) -> None:
         self.pool = pool
-        self.distribution = distribution
         self.master_secret = master_secret
         self.window = window_seconds
+        self.key_kinds: dict[str, tuple[Role, KeyCheck]] = {}
+
+    def accept_keys(self, prefix: str, role: Role, check: KeyCheck) -> None:
+        """Let parties of one kind sign requests with keys `<prefix><their id hex>`."""
+        self.key_kinds[prefix] = (role, check)
 
     def bearer(self, token: str) -> Principal:
         with self.pool.connection() as conn:
             row = conn.execute(
-                "SELECT id, role FROM api_tokens WHERE token_hash = %s", (token_hash(token),)
+                "SELECT id, role, subject FROM api_tokens WHERE token_hash = %s",
+                (token_hash(token),),
             ).fetchone()
         if row is None:
             raise Problem("unauthorized", "the bearer token is not valid")
-        return Principal(role=row[1], id=row[0])
+        token_id, role, subject = row
+        return Principal(
+            role=role, id=subject or token_id, subject=UUID(subject) if subject else None
+        )
 
     def signed(self, request: Request, body: bytes) -> Principal:
         key_id = request.headers.get("X-Key-Id", "")
         timestamp = request.headers.get("X-Timestamp", "")
         signature = request.headers.get("X-Signature", "").lower()
-        channel_id = channel_id_of_key(key_id)
-        if channel_id is None or not timestamp.isdigit() or len(signature) != 64:
+        party = party_of_key(key_id)
+        if party is None or not timestamp.isdigit() or len(signature) != 64:
             raise Problem("signature_invalid", "X-Key-Id, X-Timestamp and X-Signature are needed")
         if abs(time.time() - int(timestamp)) > self.window:
             raise Problem("signature_invalid", f"the timestamp is outside ±{self.window} s")
+        prefix, party_id = party
+        role, holds_key = self.key_kinds.get(prefix, ("channel", lambda _p, _k: False))
         try:
-            channel = self.distribution.channel(channel_id)
+            known = holds_key(party_id, key_id)
         except NotFound:
-            raise Problem("signature_invalid", "unknown key") from None
-        if channel.key_id != key_id:
+            known = False
+        if not known:
             raise Problem("signature_invalid", "unknown key")
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        secret = channel_key_secret(self.master_secret, key_id)
+        secret = key_secret(self.master_secret, key_id)
         expected = sign(secret, request.method, path, timestamp, body)
         if not hmac.compare_digest(expected, signature):
             raise Problem("signature_invalid", "the signature does not match the request")
         self._refuse_reuse(signature)
-        return Principal(role="channel", id=str(channel_id), channel_id=channel_id)
+        return Principal(role=role, id=str(party_id), subject=party_id)
 
     def _refuse_reuse(self, signature: str) -> None:
         with self.pool.connection() as conn:

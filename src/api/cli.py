@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -66,7 +66,7 @@ def migrate() -> None:
     database_url(Settings())
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     operator = "operator"
     finance = "finance"
 

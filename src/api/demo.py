@@ -9,7 +9,7 @@ from rich.table import Table
 
 from adapters.database import event_store_env
 from adapters.settings import Settings
-from api.auth import channel_key_secret
+from api.auth import key_secret
 from ledger.distribution.application import Distribution
 from ledger.money import Money
 
@@ -81,7 +81,7 @@ def load_demo(
         console.print(f"product  {product.id}  {product.name}")
     console.print("\nChannel keys (sign requests with these; see the README):")
     for channel in channels:
-        secret = channel_key_secret(settings.secret_bytes, channel.key_id)
+        secret = key_secret(settings.secret_bytes, channel.key_id)
         console.print(
             f"  {channel.name}\n    id {channel.id}\n    key_id {channel.key_id}"
             f"\n    key_secret {secret}",
@@ -90,7 +90,7 @@ def load_demo(
     console.print(
         "\nTry next:\n"
         f"  export LEDGER_URL={base_url} LEDGER_KEY_ID={shop.key_id} "
-        f"LEDGER_KEY_SECRET={channel_key_secret(settings.secret_bytes, shop.key_id)}\n"
+        f"LEDGER_KEY_SECRET={key_secret(settings.secret_bytes, shop.key_id)}\n"
         f"  ledger call GET /v1/channels/{shop.id}/funds\n"
         f"  ledger call POST /v1/stock-purchases --body "
         f'\'{{"product_id": "{gold_month.id}", "quantity": 2}}\'\n'

@@ -5,6 +5,7 @@ This module is the one place where domain errors become HTTP statuses.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from http import HTTPStatus
 from typing import Any
@@ -16,6 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.commands import ConflictPersisted
 from ledger.errors import DomainError
+
+log = logging.getLogger("api")
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -108,4 +111,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request %s failed", request_id(request), exc_info=exc)
         return problem_response(request, "internal_error", "an unexpected error occurred")

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from api.auth import Principal, authenticate, channel_key_secret, require, webhook_secret
+from api.auth import Principal, authenticate, key_secret, require, webhook_secret
 from api.idempotency import IdempotentCall, idempotent
 from api.problems import Problem
 from api.schemas import (
@@ -57,7 +57,7 @@ def visible_channel(request: Request, principal: Principal, channel_id: str) -> 
 
 
 def channel_created(request: Request, channel: Channel) -> tuple[int, dict[str, Any]]:
-    secret = channel_key_secret(request.app.state.settings.secret_bytes, channel.key_id)
+    secret = key_secret(request.app.state.settings.secret_bytes, channel.key_id)
     return 201, ChannelCreated(
         id=str(channel.id), key_id=channel.key_id, key_secret=secret
     ).model_dump()

@@ -55,7 +55,7 @@ class Channel(Aggregate):
         try:
             return self.prices[str(product_id)]
         except KeyError:
-            raise PriceNotSet(f"channel {self.id} has set no price for product {product_id}")
+            raise PriceNotSet(f"channel {self.id} has set no price for {product_id}") from None
 
     def check_active(self) -> None:
         if self.suspended:
