@@ -61,3 +61,32 @@ class Postings:
     @classmethod
     def from_rows(cls, rows: Iterable[Iterable[object]]) -> Postings:
         return cls(tuple(Posting(str(a), str(k), int(n)) for a, k, n in rows))  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True, slots=True)
+class Holds:
+    """Changes to what is held (pending) on accounts: positive places a hold, negative releases.
+
+    Holds are not movements: nothing changes hands until postings say so. They make
+    `available = posted - pending` fall while, say, a withdrawal is in flight.
+    """
+
+    legs: tuple[Posting, ...]
+
+    def __iter__(self) -> Iterator[Posting]:
+        return iter(self.legs)
+
+    @classmethod
+    def place(cls, account: str, asset: str, amount: int) -> Holds:
+        return cls((Posting(account, asset, amount),))
+
+    @classmethod
+    def release(cls, account: str, asset: str, amount: int) -> Holds:
+        return cls((Posting(account, asset, -amount),))
+
+    def to_rows(self) -> list[list[object]]:
+        return [[leg.account, leg.asset, leg.amount] for leg in self.legs]
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Iterable[object]]) -> Holds:
+        return cls(tuple(Posting(str(a), str(k), int(n)) for a, k, n in rows))  # type: ignore[call-overload]

@@ -5,7 +5,7 @@ from typing import Any
 from eventsourcing.persistence import Transcoder, Transcoding
 
 from ledger.money import Money
-from ledger.postings import Postings
+from ledger.postings import Holds, Postings
 
 
 class MoneyAsList(Transcoding):
@@ -30,6 +30,17 @@ class PostingsAsRows(Transcoding):
         return Postings.from_rows(data)
 
 
+class HoldsAsRows(Transcoding):
+    type = Holds
+    name = "holds"
+
+    def encode(self, obj: Holds) -> list[list[object]]:
+        return obj.to_rows()
+
+    def decode(self, data: list[list[Any]]) -> Holds:
+        return Holds.from_rows(data)
+
+
 def register_ledger_transcodings(transcoder: Transcoder) -> None:
-    for transcoding in (MoneyAsList(), PostingsAsRows()):
+    for transcoding in (MoneyAsList(), PostingsAsRows(), HoldsAsRows()):
         transcoder.register(transcoding)  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 from psycopg.sql import SQL, Identifier
 
-from ledger.postings import Postings
+from ledger.postings import Holds, Postings
 
 
 class BalancesView(PostgresTrackingRecorder):
@@ -18,29 +18,32 @@ class BalancesView(PostgresTrackingRecorder):
 
     table = "balances_v1"
 
-    def apply(self, postings: Postings, at: datetime, tracking: Tracking) -> None:
+    def apply(
+        self, postings: Postings | None, holds: Holds | None, at: datetime, tracking: Tracking
+    ) -> None:
         statement = SQL(
-            "INSERT INTO {table} (account, asset, posted, updated_at) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (account, asset) DO UPDATE "
-            "SET posted = {table}.posted + EXCLUDED.posted, updated_at = EXCLUDED.updated_at"
+            "INSERT INTO {table} (account, asset, posted, pending, updated_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account, asset) DO UPDATE "
+            "SET posted = {table}.posted + EXCLUDED.posted, "
+            "pending = {table}.pending + EXCLUDED.pending, updated_at = EXCLUDED.updated_at"
         ).format(table=Identifier(self.table))
+        rows = [(leg.account, leg.asset, leg.amount, 0, at) for leg in postings or ()]
+        rows += [(leg.account, leg.asset, 0, leg.amount, at) for leg in holds or ()]
         with self.datastore.transaction(commit=True) as curs:
-            curs.executemany(
-                statement,
-                [(leg.account, leg.asset, leg.amount, at) for leg in postings],
-            )
+            curs.executemany(statement, rows)
             self._insert_tracking(curs, tracking)
 
 
 class BalancesProjection(Projection[BalancesView]):
-    """Every event that carries postings moves balances; every other event is only tracked."""
+    """Events that carry postings or holds move balances; every other event is only tracked."""
 
     name = "balances_v1"
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         postings = getattr(domain_event, "postings", None)
-        if isinstance(postings, Postings):
-            self.view.apply(postings, domain_event.timestamp, tracking)
+        holds = getattr(domain_event, "holds", None)
+        if isinstance(postings, Postings) or isinstance(holds, Holds):
+            self.view.apply(postings, holds, domain_event.timestamp, tracking)
         else:
             self.view.insert_tracking(tracking)
 
