@@ -39,3 +39,18 @@ def platform_supply(platform_id: UUID | str, product_id: UUID | str) -> str:
 def external_deposits(currency: str) -> str:
     """The outside world's side of money paid in by channels (the payment adapter)."""
     return f"external:deposits:{currency}"
+
+
+def channel_held(channel_id: UUID | str, product_id: UUID | str) -> str:
+    """Units held by issued codes that are not yet redeemed, voided or expired."""
+    return f"channel:{channel_id}:held:{product_id}"
+
+
+def channel_consumed(channel_id: UUID | str, product_id: UUID | str) -> str:
+    """Units whose codes were redeemed: the membership was credited at the platform."""
+    return f"channel:{channel_id}:consumed:{product_id}"
+
+
+def channel_breakage(channel_id: UUID | str, product_id: UUID | str) -> str:
+    """Units of sold codes that expired unredeemed."""
+    return f"channel:{channel_id}:breakage:{product_id}"

@@ -49,3 +49,27 @@ class AlreadyExists(DomainError):
 
 class StateConflict(DomainError):
     code = "state_conflict"
+
+
+class CodeMalformed(DomainError):
+    """Fails its check symbol or its shape: a typo, told apart from a wrong code."""
+
+    code = "code_malformed"
+
+
+class CodeInvalid(DomainError):
+    """Unknown, voided, inactive or another channel's: one answer for all, so nothing leaks."""
+
+    code = "code_invalid"
+
+
+class CodeExpired(DomainError):
+    code = "code_expired"
+
+
+class CodeInUse(DomainError):
+    code = "code_in_use"
+
+
+class CodeAlreadyRedeemed(DomainError):
+    code = "code_already_redeemed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -9,12 +10,16 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Transcoder
 
+from ledger import accounts
 from ledger.commands import CommandRunner
 from ledger.distribution.catalogue import Platform, Product, check_name
 from ledger.distribution.channel import Channel
+from ledger.distribution.code_format import MalformedCode, keyed_hash, new_code
+from ledger.distribution.codes import MAX_BATCH, Code, CodeBatch, code_id
 from ledger.distribution.movements import Deposit, StockPurchase
-from ledger.errors import InvalidAmount, NotFound
+from ledger.errors import CodeInvalid, CodeMalformed, InvalidAmount, NotFound
 from ledger.money import Money, require_quantity
+from ledger.postings import Postings
 from ledger.transcodings import register_ledger_transcodings
 
 MAX_TREE_DEPTH = 64
@@ -32,6 +37,7 @@ class Distribution(Application[UUID]):
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
         self.commands = CommandRunner()
+        self.code_key = (self.env.get("CODE_HASH_KEY") or "dev-secret-change-me").encode()
 
     def register_transcodings(self, transcoder: Transcoder) -> None:
         super().register_transcodings(transcoder)
@@ -169,6 +175,184 @@ class Distribution(Application[UUID]):
         channel.check_active()
         for ancestor_id in reversed(channel.ancestry):
             self.channel(ancestor_id).check_active()
+
+    # codes
+
+    def issue_codes(
+        self,
+        batch_id: UUID,
+        channel_id: UUID,
+        product_id: UUID,
+        quantity: int,
+        expires_at: datetime | None = None,
+        inactive: bool = False,
+    ) -> tuple[CodeBatch, list[str]]:
+        """Issue a batch; the codes in clear are returned here and stored nowhere."""
+        if type(quantity) is not int or not 1 <= quantity <= MAX_BATCH:
+            raise InvalidAmount(f"a batch has 1 to {MAX_BATCH} codes")
+        product = self.product(product_id)
+        clear = [new_code() for _ in range(quantity)]
+        ids = [code_id(keyed_hash(self.code_key, c)) for c in clear]
+
+        def decide() -> tuple[CodeBatch, list[str]]:
+            if batch_id in self.repository:
+                raise CodeInvalid("this batch was already issued; its codes were shown then")
+            channel = self.channel(channel_id)
+            self.check_line_active(channel)
+            channel.hold_for_codes(batch_id, product.id, quantity)
+            postings = Postings.of(
+                (
+                    accounts.channel_stock(channel.id, product.id),
+                    accounts.channel_held(channel.id, product.id),
+                    accounts.unit_asset(product.id),
+                    quantity,
+                )
+            )
+            batch = CodeBatch(
+                id=batch_id,
+                channel_id=channel.id,
+                product_id=product.id,
+                code_ids=ids,
+                expires_at=expires_at,
+                inactive=inactive,
+                postings=postings,
+            )
+            codes = [
+                Code(
+                    id=i,
+                    batch_id=batch_id,
+                    channel_id=channel.id,
+                    product_id=product.id,
+                    expires_at=expires_at,
+                    active=not inactive,
+                )
+                for i in ids
+            ]
+            self.save(batch, channel, *codes)
+            return batch, clear
+
+        return self.commands.run(decide, channel_id)
+
+    def find_code(self, typed: str) -> Code:
+        """The code a person typed: `code_malformed` for typos, `code_invalid` if unknown."""
+        try:
+            hashed = keyed_hash(self.code_key, typed)
+        except MalformedCode as error:
+            raise CodeMalformed(str(error)) from None
+        try:
+            return self._get(code_id(hashed), Code, "code")
+        except NotFound:
+            raise CodeInvalid("this code is not valid here") from None
+
+    def reserve_code(
+        self, code: UUID, recharge_id: UUID, account: str, channel_id: UUID, now: datetime
+    ) -> Code:
+        """Atomically take a code for one recharge; a second taker gets `code_in_use`."""
+
+        def decide() -> Code:
+            found = self._get(code, Code, "code")
+            if found.status == "reserved" and found.recharge_id == recharge_id:
+                return found
+            found.reserve(recharge_id, account, channel_id, now)
+            self.save(found)
+            return found
+
+        return self.commands.run(decide, code)
+
+    def redeem_code(self, code: UUID, recharge_id: UUID) -> Code:
+        return self._on_code(code, lambda found: found.redeem(recharge_id))
+
+    def release_code(self, code: UUID, recharge_id: UUID, reason: str) -> Code:
+        return self._on_code(code, lambda found: found.release(recharge_id, reason))
+
+    def activate_codes(self, channel_id: UUID, typed: list[str]) -> list[Code]:
+        """Record the sale of inactive codes, all or none."""
+        ids = self._own_codes(channel_id, typed)
+
+        def decide() -> list[Code]:
+            codes = [self._get(i, Code, "code") for i in ids]
+            changed = [c for c in codes if c.status == "issued" and c.activate()]
+            if any(c.status not in ("issued", "reserved", "redeemed") for c in codes):
+                raise CodeInvalid("a voided or expired code cannot be activated")
+            self.save(*changed)
+            return codes
+
+        return self.commands.run(decide, channel_id, *ids)
+
+    def void_codes(self, channel_id: UUID, typed: list[str]) -> list[Code]:
+        """Void unredeemed codes, all or none; their units return to stock."""
+        return self._void(channel_id, self._own_codes(channel_id, typed), strict=True)
+
+    def void_batch(self, channel_id: UUID, batch_id: UUID) -> list[Code]:
+        """Void every code of a batch that is still only issued; the rest stay as they are."""
+        batch = self._get(batch_id, CodeBatch, "code batch")
+        if batch.channel_id != channel_id:
+            raise NotFound(f"code batch {batch_id} not found")
+        return self._void(channel_id, batch.code_ids, strict=False)
+
+    def expire_code(self, code: UUID, now: datetime) -> Code:
+        def decide() -> Code:
+            found = self._get(code, Code, "code")
+            if found.status == "issued" and found.is_past_expiry(now):
+                returns_unit = found.returns_unit_on_expiry
+                found.expire(now)
+                if returns_unit:
+                    channel = self.channel(found.channel_id)
+                    channel.return_units([found.id], found.product_id, 1)
+                    self.save(found, channel)
+                else:
+                    self.save(found)
+            return found
+
+        return self.commands.run(decide, code)
+
+    def code(self, code: UUID) -> Code:
+        return self._get(code, Code, "code")
+
+    def code_batch(self, batch_id: UUID) -> CodeBatch:
+        return self._get(batch_id, CodeBatch, "code batch")
+
+    def _own_codes(self, channel_id: UUID, typed: list[str]) -> list[UUID]:
+        if not 1 <= len(typed) <= MAX_BATCH:
+            raise InvalidAmount(f"give 1 to {MAX_BATCH} codes")
+        ids = []
+        for text in typed:
+            found = self.find_code(text)
+            if found.channel_id != channel_id:
+                raise CodeInvalid("this code is not valid here")
+            ids.append(found.id)
+        return list(dict.fromkeys(ids))
+
+    def _void(self, channel_id: UUID, ids: list[UUID], *, strict: bool) -> list[Code]:
+        def decide() -> list[Code]:
+            codes = [self._get(i, Code, "code") for i in ids]
+            voided = []
+            for found in codes:
+                if found.status == "voided" and strict:
+                    continue
+                if strict or found.status == "issued":
+                    found.void()
+                    voided.append(found)
+            if voided:
+                channel = self.channel(channel_id)
+                by_product: dict[UUID, list[UUID]] = {}
+                for found in voided:
+                    by_product.setdefault(found.product_id, []).append(found.id)
+                for product_id, code_ids in by_product.items():
+                    channel.return_units(code_ids, product_id, len(code_ids))
+                self.save(channel, *voided)
+            return voided
+
+        return self.commands.run(decide, channel_id, *ids)
+
+    def _on_code(self, code: UUID, change: Any) -> Code:
+        def decide() -> Code:
+            found = self._get(code, Code, "code")
+            if change(found):
+                self.save(found)
+            return found
+
+        return self.commands.run(decide, code)
 
     # queries
 

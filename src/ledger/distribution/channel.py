@@ -88,6 +88,21 @@ class Channel(Aggregate):
         self.funds[proceeds.currency] = self.funds.get(proceeds.currency, 0) + proceeds.amount
         self.on_hand[str(product_id)] = self.stock_of(product_id) - quantity
 
+    def hold_for_codes(self, batch_id: UUID, product_id: UUID, quantity: int) -> None:
+        """Issued codes each hold a unit: they come out of the stock on hand."""
+        if self.stock_of(product_id) < quantity:
+            raise InsufficientStock(f"{quantity} units needed, {self.stock_of(product_id)} on hand")
+        self._held_for_codes(batch_id, product_id, quantity)
+
+    @event("UnitsHeldForCodes")
+    def _held_for_codes(self, batch_id: UUID, product_id: UUID, quantity: int) -> None:
+        self.on_hand[str(product_id)] = self.stock_of(product_id) - quantity
+
+    @event("UnitsReturned")
+    def return_units(self, code_ids: list[UUID], product_id: UUID, quantity: int) -> None:
+        """Units of voided or unsold expired codes are on hand again."""
+        self.on_hand[str(product_id)] = self.stock_of(product_id) + quantity
+
     def set_price(self, product_id: UUID, price: Money, currency: str) -> None:
         if price.currency != currency:
             raise CurrencyMismatch(f"the product is priced in {currency}")
