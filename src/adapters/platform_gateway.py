@@ -1,0 +1,279 @@
+"""The video platform's partner API, as the recharge saga sees it.
+
+The protocol (modelled on real partner APIs such as Alipay's, WeChat Pay's or Tencent's):
+
+* ``POST {base}/partner/v1/recharge`` with the JSON body ``{partner_id, order_no, account,
+  product_code, duration_days, timestamp, nonce}``; ``POST {base}/partner/v1/order-status`` with
+  ``{partner_id, order_no, timestamp, nonce}``. ``order_no`` is the merchant's order number and the
+  platform's idempotency key: a repeated recharge with the same number credits nothing more and
+  answers the first result.
+* Every request carries ``X-Partner-Id``, ``X-Timestamp`` (Unix seconds), ``X-Nonce`` and
+  ``X-Signature`` = hex HMAC-SHA256(secret, f"{timestamp}\\n{nonce}\\n{sha256_hex(body)}"), over the
+  exact body bytes sent. Timestamp and nonce in the headers equal those in the body.
+* The platform signs every answer the same way (its own ``X-Timestamp``, ``X-Nonce``,
+  ``X-Signature`` over the answer's body bytes, same shared secret). A 200 answer's body is
+  ``{order_no, request_nonce, status, reason, platform_order_id, membership_starts_at,
+  membership_ends_at}`` with status ``success``, ``failed``, ``processing`` or ``not_found`` and
+  times in ISO 8601 UTC; ``request_nonce`` echoes the nonce of the request it answers, so an old
+  signed answer cannot be replayed as the answer to a new request.
+
+Only a correctly signed 200 answer that belongs to this very request is believed. Anything else,
+a timeout, a refused connection, a 5xx or 4xx, a malformed or badly signed body, is ``unknown``:
+the adapter never guesses whether the platform credited the account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import httpx
+
+if TYPE_CHECKING:
+    from adapters.settings import Settings
+
+Outcome = Literal["succeeded", "failed", "unknown", "not_found"]
+
+RECHARGE_PATH = "/partner/v1/recharge"
+ORDER_STATUS_PATH = "/partner/v1/order-status"
+CONNECT_TIMEOUT_SECONDS = 2.0
+DEFAULT_READ_TIMEOUT_SECONDS = 5.0
+MAX_REPLY_BYTES = 65_536
+
+
+@dataclass(frozen=True)
+class GatewayResult:
+    """What the platform said about one order, or ``unknown`` when it said nothing trustworthy.
+
+    ``not_found`` comes only from ``order_status``: the platform never saw the order. For
+    ``unknown`` the ``reason`` says why (e.g. ``timeout``, ``http 503``, ``bad signature``).
+    """
+
+    outcome: Outcome
+    reason: str | None = None
+    platform_order_id: str | None = None
+    membership_starts_at: datetime | None = None
+    membership_ends_at: datetime | None = None
+
+
+class PlatformGateway(Protocol):
+    def recharge(
+        self, order_no: str, account: str, product_code: str, duration_days: int
+    ) -> GatewayResult:
+        """Credit ``duration_days`` of ``product_code`` to ``account``, once per ``order_no``."""
+        ...
+
+    def order_status(self, order_no: str) -> GatewayResult:
+        """What the platform knows about ``order_no`` (``not_found`` if it never saw it)."""
+        ...
+
+
+# --- signing, shared by the adapter and the sandbox platform ---------------------------------
+
+
+def signing_string(timestamp: str, nonce: str, body: bytes) -> bytes:
+    return f"{timestamp}\n{nonce}\n{hashlib.sha256(body).hexdigest()}".encode()
+
+
+def sign(secret: str, timestamp: str, nonce: str, body: bytes) -> str:
+    return hmac.new(
+        secret.encode(), signing_string(timestamp, nonce, body), hashlib.sha256
+    ).hexdigest()
+
+
+def signature_valid(secret: str, timestamp: str, nonce: str, body: bytes, signature: str) -> bool:
+    return hmac.compare_digest(sign(secret, timestamp, nonce, body), signature.lower())
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def encode_body(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def signed_headers(secret: str, partner_id: str, timestamp: str, nonce: str, body: bytes) -> dict:
+    return {
+        "Content-Type": "application/json",
+        "X-Partner-Id": partner_id,
+        "X-Timestamp": timestamp,
+        "X-Nonce": nonce,
+        "X-Signature": sign(secret, timestamp, nonce, body),
+    }
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``, as the protocol writes times."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: Any) -> datetime:
+    if not isinstance(text, str):
+        raise ValueError("a time must be an ISO 8601 string")
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("a time must carry its offset")
+    return moment.astimezone(UTC)
+
+
+# --- the adapter ------------------------------------------------------------------------------
+
+
+class _Untrusted(Exception):
+    """The answer cannot be believed; the message becomes the ``unknown`` reason."""
+
+
+def _unknown(reason: str) -> GatewayResult:
+    return GatewayResult(outcome="unknown", reason=reason)
+
+
+class HttpPlatformGateway:
+    """The partner API over HTTP. One pooled, thread-safe ``httpx.Client`` per gateway."""
+
+    def __init__(
+        self,
+        base_url: str,
+        partner_id: str,
+        secret: str,
+        timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+        *,
+        max_connections: int = 20,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.partner_id = partner_id
+        self._secret = secret
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_SECONDS),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, base_url: str, settings: Settings, timeout: float = DEFAULT_READ_TIMEOUT_SECONDS
+    ) -> HttpPlatformGateway:
+        return cls(
+            base_url,
+            settings.ledger_platform_partner_id,
+            settings.ledger_platform_secret,
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> HttpPlatformGateway:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def recharge(
+        self, order_no: str, account: str, product_code: str, duration_days: int
+    ) -> GatewayResult:
+        result = self._call(
+            RECHARGE_PATH,
+            order_no,
+            {"account": account, "product_code": product_code, "duration_days": duration_days},
+        )
+        if result.outcome == "not_found":  # the platform cannot not know an order just sent
+            return _unknown("the platform answered not_found to a recharge")
+        return result
+
+    def order_status(self, order_no: str) -> GatewayResult:
+        return self._call(ORDER_STATUS_PATH, order_no, {})
+
+    def _call(self, path: str, order_no: str, fields: dict[str, Any]) -> GatewayResult:
+        timestamp = str(int(time.time()))
+        nonce = new_nonce()
+        body = encode_body(
+            {
+                "partner_id": self.partner_id,
+                "order_no": order_no,
+                **fields,
+                "timestamp": int(timestamp),
+                "nonce": nonce,
+            }
+        )
+        headers = signed_headers(self._secret, self.partner_id, timestamp, nonce, body)
+        try:
+            reply = self._client.post(path, content=body, headers=headers)
+        except httpx.TimeoutException as error:
+            return _unknown(f"timeout ({type(error).__name__})")
+        except httpx.HTTPError as error:
+            return _unknown(f"transport error ({type(error).__name__}: {error})")
+        try:
+            return self._read(reply, order_no, nonce)
+        except _Untrusted as error:
+            return _unknown(str(error))
+
+    def _read(self, reply: httpx.Response, order_no: str, nonce: str) -> GatewayResult:
+        if reply.status_code != 200:
+            raise _Untrusted(f"http {reply.status_code}")
+        body = reply.content
+        if len(body) > MAX_REPLY_BYTES:
+            raise _Untrusted("reply too large")
+        timestamp = reply.headers.get("X-Timestamp", "")
+        reply_nonce = reply.headers.get("X-Nonce", "")
+        signature = reply.headers.get("X-Signature", "")
+        if not (timestamp and reply_nonce and signature):
+            raise _Untrusted("unsigned reply")
+        if not signature_valid(self._secret, timestamp, reply_nonce, body, signature):
+            raise _Untrusted("bad signature on the reply")
+        try:
+            answer = json.loads(body)
+        except ValueError as error:
+            raise _Untrusted("reply is not JSON") from error
+        if not isinstance(answer, dict):
+            raise _Untrusted("reply is not a JSON object")
+        if answer.get("order_no") != order_no or answer.get("request_nonce") != nonce:
+            raise _Untrusted("reply answers another request")
+        reason = answer.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise _Untrusted("malformed reason")
+        status = answer.get("status")
+        if status == "processing":
+            return GatewayResult(outcome="unknown", reason=reason or "processing")
+        if status == "not_found":
+            return GatewayResult(outcome="not_found", reason=reason)
+        if status == "failed":
+            return GatewayResult(
+                outcome="failed",
+                reason=reason or "failed without a reason",
+                platform_order_id=_optional_str(answer.get("platform_order_id")),
+            )
+        if status == "success":
+            platform_order_id = answer.get("platform_order_id")
+            if not isinstance(platform_order_id, str) or not platform_order_id:
+                raise _Untrusted("success without a platform order id")
+            try:
+                starts = parse_time(answer.get("membership_starts_at"))
+                ends = parse_time(answer.get("membership_ends_at"))
+            except ValueError as error:
+                raise _Untrusted(f"malformed membership period ({error})") from error
+            if ends <= starts:
+                raise _Untrusted("membership period ends before it starts")
+            return GatewayResult(
+                outcome="succeeded",
+                reason=reason,
+                platform_order_id=platform_order_id,
+                membership_starts_at=starts,
+                membership_ends_at=ends,
+            )
+        raise _Untrusted(f"unknown status {status!r}")
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,403 @@
+"""The sandbox video platform: a real HTTP server speaking the partner API of `platform_gateway`.
+
+It verifies every partner request's signature (partner id, timestamp window, single-use nonce,
+HMAC), keeps its own record of what it credited (in memory), credits at most once per order
+number however often it is asked, answers order-status queries and signs every answer.
+
+Fault switches, set at start (`ledger sandbox-platform --latency-ms ...`) or at run time with
+``POST /sandbox/faults``:
+
+* ``latency_ms``: every partner request waits this long first;
+* ``error_rate`` (0..1): this fraction of partner requests is answered 503 before anything is done;
+* ``timeout_after_credit`` (N): the next N recharges that credit do so and then hang for
+  ``hang_seconds`` (longer than the client's read timeout) before answering;
+* ``fail_accounts``: recharges to these accounts fail definitely, with a reason;
+* ``hang_seconds``: how long a time-out-after-credit hangs.
+
+``GET /sandbox/faults`` shows them, ``GET /sandbox/credits?account=`` lists the credits (so a test
+can assert "credited exactly once"), ``POST /sandbox/reset`` forgets every order, credit and nonce
+and restores the faults given at start. The sandbox endpoints are unauthenticated: bind to
+localhost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.platform_gateway import (
+    ORDER_STATUS_PATH,
+    RECHARGE_PATH,
+    encode_body,
+    format_time,
+    new_nonce,
+    sign,
+    signature_valid,
+)
+
+SIGNATURE_WINDOW_SECONDS = 300
+MAX_BODY_BYTES = 16_384
+DEFAULT_HANG_SECONDS = 10.0
+FAILED_ACCOUNT_REASON = "account_not_eligible: this account cannot receive memberships"
+
+
+@dataclass(frozen=True)
+class Faults:
+    latency_ms: int = 0
+    error_rate: float = 0.0
+    timeout_after_credit: int = 0
+    fail_accounts: tuple[str, ...] = ()
+    hang_seconds: float = DEFAULT_HANG_SECONDS
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "latency_ms": self.latency_ms,
+            "error_rate": self.error_rate,
+            "timeout_after_credit": self.timeout_after_credit,
+            "fail_accounts": list(self.fail_accounts),
+            "hang_seconds": self.hang_seconds,
+        }
+
+
+class FaultsUpdate(BaseModel):
+    """Body of ``POST /sandbox/faults``: the switches given are set, the others kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: int | None = Field(default=None, ge=0, le=600_000)
+    error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    timeout_after_credit: int | None = Field(default=None, ge=0, le=1_000_000)
+    fail_accounts: list[str] | None = Field(default=None, max_length=10_000)
+    hang_seconds: float | None = Field(default=None, gt=0, le=3_600)
+
+
+@dataclass(frozen=True)
+class Order:
+    order_no: str
+    account: str
+    product_code: str
+    duration_days: int
+    status: str  # "success" or "failed"
+    reason: str | None
+    platform_order_id: str
+    received_at: datetime
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+    def answer(self, request_nonce: str) -> dict[str, Any]:
+        return {
+            "order_no": self.order_no,
+            "request_nonce": request_nonce,
+            "status": self.status,
+            "reason": self.reason,
+            "platform_order_id": self.platform_order_id,
+            "account": self.account,
+            "product_code": self.product_code,
+            "duration_days": self.duration_days,
+            "membership_starts_at": format_time(self.starts_at) if self.starts_at else None,
+            "membership_ends_at": format_time(self.ends_at) if self.ends_at else None,
+        }
+
+    def credit_json(self) -> dict[str, Any]:
+        assert self.starts_at is not None and self.ends_at is not None
+        return {
+            "order_no": self.order_no,
+            "account": self.account,
+            "product_code": self.product_code,
+            "duration_days": self.duration_days,
+            "platform_order_id": self.platform_order_id,
+            "credited_at": format_time(self.received_at),
+            "period": {
+                "starts_at": format_time(self.starts_at),
+                "ends_at": format_time(self.ends_at),
+            },
+        }
+
+
+class Refused(Exception):
+    def __init__(self, status_code: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class _State:
+    faults: Faults
+    orders: dict[str, Order] = field(default_factory=dict)
+    credits: list[Order] = field(default_factory=list)
+    period_ends: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    nonces: dict[str, float] = field(default_factory=dict)
+    sequence: int = 0
+
+
+class SandboxPlatform:
+    """The platform's books and switches; every method is thread-safe."""
+
+    def __init__(
+        self,
+        secret: str,
+        partner_id: str,
+        faults: Faults | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.secret = secret
+        self.partner_id = partner_id
+        self._initial_faults = faults or Faults()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = _State(faults=self._initial_faults)
+
+    # --- switches and records -------------------------------------------------------------
+
+    @property
+    def faults(self) -> Faults:
+        with self._lock:
+            return self._state.faults
+
+    def set_faults(self, update: FaultsUpdate) -> Faults:
+        changes = update.model_dump(exclude_none=True)
+        if "fail_accounts" in changes:
+            changes["fail_accounts"] = tuple(changes["fail_accounts"])
+        with self._lock:
+            self._state.faults = replace(self._state.faults, **changes)
+            return self._state.faults
+
+    def reset(self) -> Faults:
+        with self._lock:
+            self._state = _State(faults=self._initial_faults)
+            return self._state.faults
+
+    def credits(self, account: str | None = None) -> list[Order]:
+        with self._lock:
+            return [c for c in self._state.credits if account is None or c.account == account]
+
+    def answers_unavailable(self) -> bool:
+        return random.random() < self.faults.error_rate
+
+    # --- the partner API ------------------------------------------------------------------
+
+    def verify(self, headers: Any, body: bytes) -> dict[str, Any]:
+        """The request's JSON payload, if it is signed by our partner, fresh and not replayed."""
+        partner_id = headers.get("X-Partner-Id", "")
+        timestamp = headers.get("X-Timestamp", "")
+        nonce = headers.get("X-Nonce", "")
+        signature = headers.get("X-Signature", "")
+        if partner_id != self.partner_id:
+            raise Refused(401, "unknown_partner", "X-Partner-Id is not a known partner")
+        if not timestamp.isdigit() or not 8 <= len(nonce) <= 64 or len(signature) != 64:
+            raise Refused(401, "signature_invalid", "X-Timestamp, X-Nonce and X-Signature needed")
+        now = time.time()
+        if abs(now - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
+            raise Refused(401, "signature_invalid", "the timestamp is outside the window")
+        if not signature_valid(self.secret, timestamp, nonce, body, signature):
+            raise Refused(401, "signature_invalid", "the signature does not match the request")
+        try:
+            payload = json.loads(body)
+        except ValueError as error:
+            raise Refused(400, "bad_request", "the body is not JSON") from error
+        if not isinstance(payload, dict):
+            raise Refused(400, "bad_request", "the body is not a JSON object")
+        if (
+            payload.get("partner_id") != partner_id
+            or str(payload.get("timestamp")) != timestamp
+            or payload.get("nonce") != nonce
+        ):
+            raise Refused(400, "bad_request", "partner_id, timestamp and nonce must match headers")
+        with self._lock:
+            nonces = self._state.nonces
+            if nonce in nonces:
+                raise Refused(401, "nonce_reused", "this nonce was already used")
+            nonces[nonce] = now
+            if len(nonces) > 10_000:
+                horizon = now - 2 * SIGNATURE_WINDOW_SECONDS
+                for old in [n for n, seen in nonces.items() if seen < horizon]:
+                    del nonces[old]
+        return payload
+
+    def recharge(self, payload: dict[str, Any]) -> tuple[Order, bool]:
+        """The order's record (the first one for a repeated order number) and whether to hang."""
+        order_no = _text(payload, "order_no", 64)
+        account = _text(payload, "account", 128)
+        product_code = _text(payload, "product_code", 64)
+        days = payload.get("duration_days")
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 36_600:
+            raise Refused(400, "bad_request", "duration_days must be an integer from 1 to 36600")
+        with self._lock:
+            state = self._state
+            known = state.orders.get(order_no)
+            if known is not None:
+                if (known.account, known.product_code, known.duration_days) != (
+                    account,
+                    product_code,
+                    days,
+                ):
+                    raise Refused(409, "order_no_conflict", "order_no was used for another order")
+                return known, False
+            state.sequence += 1
+            platform_order_id = f"PO{state.sequence:010d}"
+            now = self._clock()
+            if account in state.faults.fail_accounts:
+                order = Order(
+                    order_no=order_no,
+                    account=account,
+                    product_code=product_code,
+                    duration_days=days,
+                    status="failed",
+                    reason=FAILED_ACCOUNT_REASON,
+                    platform_order_id=platform_order_id,
+                    received_at=now,
+                )
+                state.orders[order_no] = order
+                return order, False
+            starts = max(now, state.period_ends.get((account, product_code), now))
+            ends = starts + timedelta(days=days)
+            order = Order(
+                order_no=order_no,
+                account=account,
+                product_code=product_code,
+                duration_days=days,
+                status="success",
+                reason=None,
+                platform_order_id=platform_order_id,
+                received_at=now,
+                starts_at=starts,
+                ends_at=ends,
+            )
+            state.orders[order_no] = order
+            state.credits.append(order)
+            state.period_ends[(account, product_code)] = ends
+            hang = state.faults.timeout_after_credit > 0
+            if hang:
+                state.faults = replace(
+                    state.faults, timeout_after_credit=state.faults.timeout_after_credit - 1
+                )
+            return order, hang
+
+    def order_status(self, payload: dict[str, Any]) -> dict[str, Any]:
+        order_no = _text(payload, "order_no", 64)
+        with self._lock:
+            order = self._state.orders.get(order_no)
+        if order is None:
+            return {"order_no": order_no, "status": "not_found", "reason": "no such order"}
+        return order.answer("")
+
+    # --- answers ------------------------------------------------------------------------
+
+    def signed_response(self, status_code: int, payload: dict[str, Any]) -> Response:
+        body = encode_body(payload)
+        timestamp = str(int(time.time()))
+        nonce = new_nonce()
+        return Response(
+            content=body,
+            status_code=status_code,
+            media_type="application/json",
+            headers={
+                "X-Partner-Id": self.partner_id,
+                "X-Timestamp": timestamp,
+                "X-Nonce": nonce,
+                "X-Signature": sign(self.secret, timestamp, nonce, body),
+            },
+        )
+
+
+def _text(payload: dict[str, Any], name: str, max_length: int) -> str:
+    value = payload.get(name)
+    if not isinstance(value, str) or not 1 <= len(value) <= max_length:
+        raise Refused(400, "bad_request", f"{name} must be a string of 1 to {max_length} chars")
+    return value
+
+
+def create_sandbox_app(secret: str, partner_id: str, faults: Faults | None = None) -> FastAPI:
+    """The sandbox platform as an ASGI app; ``app.state.platform`` is its `SandboxPlatform`."""
+    platform = SandboxPlatform(secret, partner_id, faults)
+    app = FastAPI(title="Sandbox video platform", docs_url=None, redoc_url=None)
+    app.state.platform = platform
+
+    async def partner_call(
+        request: Request, handle: Callable[[dict[str, Any], str], Any]
+    ) -> Response:
+        faults = platform.faults
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        if platform.answers_unavailable():
+            return JSONResponse(
+                {"status": "error", "code": "unavailable", "message": "injected 503"},
+                status_code=503,
+            )
+        body = await request.body()
+        try:
+            if len(body) > MAX_BODY_BYTES:
+                raise Refused(413, "too_large", "the body is too large")
+            payload = platform.verify(request.headers, body)
+            return await handle(payload, payload["nonce"])
+        except Refused as refused:
+            return platform.signed_response(
+                refused.status_code,
+                {"status": "error", "code": refused.code, "message": refused.message},
+            )
+
+    async def do_recharge(payload: dict[str, Any], request_nonce: str) -> Response:
+        order, hang = platform.recharge(payload)
+        if hang:
+            await asyncio.sleep(platform.faults.hang_seconds)
+        return platform.signed_response(200, order.answer(request_nonce))
+
+    async def do_order_status(payload: dict[str, Any], request_nonce: str) -> Response:
+        answer = platform.order_status(payload)
+        return platform.signed_response(200, answer | {"request_nonce": request_nonce})
+
+    @app.post(RECHARGE_PATH)
+    async def recharge(request: Request) -> Response:
+        return await partner_call(request, do_recharge)
+
+    @app.post(ORDER_STATUS_PATH)
+    async def order_status(request: Request) -> Response:
+        return await partner_call(request, do_order_status)
+
+    @app.get("/sandbox/faults")
+    async def get_faults() -> dict[str, Any]:
+        return platform.faults.as_json()
+
+    @app.post("/sandbox/faults")
+    async def post_faults(update: FaultsUpdate) -> dict[str, Any]:
+        return platform.set_faults(update).as_json()
+
+    @app.get("/sandbox/credits")
+    async def get_credits(account: str | None = None) -> dict[str, Any]:
+        return {"credits": [credit.credit_json() for credit in platform.credits(account)]}
+
+    @app.post("/sandbox/reset")
+    async def reset() -> dict[str, Any]:
+        return {"faults": platform.reset().as_json()}
+
+    return app
+
+
+def serve(
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    secret: str,
+    partner_id: str,
+    faults: Faults | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Run the sandbox platform in this process until it is stopped."""
+    import uvicorn
+
+    app = create_sandbox_app(secret, partner_id, faults)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=1)
