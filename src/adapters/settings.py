@@ -44,6 +44,14 @@ class Settings(BaseSettings):
         default=True, description="Run the projection runners inside `ledger serve`."
     )
     ledger_pool_size: int = Field(default=8, description="Connections per pool.")
+    ledger_platform_partner_id: str = Field(
+        default="ledger-sandbox",
+        description="Our partner id at the video platform (X-Partner-Id of the partner API).",
+    )
+    ledger_platform_secret: str = Field(
+        default=DEV_SECRET,
+        description="Shared HMAC secret signing partner API requests and the platform's answers.",
+    )
 
     @property
     def embedded(self) -> bool:

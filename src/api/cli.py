@@ -60,6 +60,45 @@ def serve(
     uvicorn.run(create_app(settings, url), host=host, port=port, log_level="warning")
 
 
+@cli.command("sandbox-platform")
+def sandbox_platform(
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8100,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    latency_ms: Annotated[int, typer.Option(min=0, help="Delay before each answer.")] = 0,
+    error_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Fraction of requests answered 503.")
+    ] = 0.0,
+    timeout_after_credit: Annotated[
+        int, typer.Option(min=0, help="The next N recharges credit, then hang.")
+    ] = 0,
+    hang_seconds: Annotated[
+        float, typer.Option(min=0.001, help="How long such a recharge hangs.")
+    ] = 10.0,
+    fail_account: Annotated[
+        list[str] | None, typer.Option(help="An account whose recharges fail (repeatable).")
+    ] = None,
+) -> None:
+    """Run the sandbox video platform (partner API, signed) in this process."""
+    from adapters.sandbox_platform import Faults, serve
+
+    settings = Settings()
+    faults = Faults(
+        latency_ms=latency_ms,
+        error_rate=error_rate,
+        timeout_after_credit=timeout_after_credit,
+        fail_accounts=tuple(fail_account or ()),
+        hang_seconds=hang_seconds,
+    )
+    console.print(f"sandbox video platform on http://{host}:{port}")
+    serve(
+        port,
+        host,
+        secret=settings.ledger_platform_secret,
+        partner_id=settings.ledger_platform_partner_id,
+        faults=faults,
+    )
+
+
 @cli.command()
 def migrate() -> None:
     """Apply the schema migrations."""
