@@ -245,7 +245,13 @@ class Distribution(Application[UUID]):
             raise CodeInvalid("this code is not valid here") from None
 
     def reserve_code(
-        self, code: UUID, recharge_id: UUID, account: str, channel_id: UUID, now: datetime
+        self,
+        code: UUID,
+        recharge_id: UUID,
+        account: str,
+        channel_id: UUID,
+        now: datetime,
+        user: str | None = None,
     ) -> Code:
         """Atomically take a code for one recharge; a second taker gets `code_in_use`."""
 
@@ -253,7 +259,7 @@ class Distribution(Application[UUID]):
             found = self._get(code, Code, "code")
             if found.status == "reserved" and found.recharge_id == recharge_id:
                 return found
-            found.reserve(recharge_id, account, channel_id, now)
+            found.reserve(recharge_id, account, channel_id, now, user)
             self.save(found)
             return found
 

@@ -94,12 +94,22 @@ class Code(Aggregate):
         if self.status == "expired" or self.is_past_expiry(now):
             raise CodeExpired("this code has expired")
 
-    def reserve(self, recharge_id: UUID, account: str, channel_id: UUID, now: datetime) -> None:
+    def reserve(
+        self, recharge_id: UUID, account: str, channel_id: UUID, now: datetime, user: str | None
+    ) -> None:
         self.check_redeemable(channel_id, now)
-        self._reserved(recharge_id, account)
+        self._reserved(recharge_id, account, self.channel_id, self.product_id, user)
 
     @event("Reserved")
-    def _reserved(self, recharge_id: UUID, account: str) -> None:
+    def _reserved(
+        self,
+        recharge_id: UUID,
+        account: str,
+        channel_id: UUID,
+        product_id: UUID,
+        user: str | None,
+    ) -> None:
+        """Carries everything the recharge saga that this event starts needs to know."""
         self.status = "reserved"
         self.recharge_id = recharge_id
 

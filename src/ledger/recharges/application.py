@@ -1,0 +1,79 @@
+"""The recharges application: started by code reservations in the distribution log, driven
+by the results of its steps, resolved by operators."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.projection import EventSourcedProjection
+from eventsourcing.utils import get_topic
+
+from ledger.commands import CommandRunner
+from ledger.distribution.codes import Code
+from ledger.errors import InvalidAmount, NotFound
+from ledger.recharges.decisions import DEADLINE, StepResult
+from ledger.recharges.saga import Recharge
+from ledger.transcodings import register_ledger_transcodings
+
+
+class Recharges(EventSourcedProjection[UUID]):
+    """Each reserved code starts a saga, recorded atomically with the tracking of the
+    reservation, so no reservation is ever missed or started twice."""
+
+    name = "recharges"
+    topics = (get_topic(Code.Reserved),)
+
+    def __init__(self, env: Any = None) -> None:
+        super().__init__(env)
+        self.commands = CommandRunner()
+        seconds = self.env.get("RECHARGE_DEADLINE_SECONDS")
+        self.deadline = timedelta(seconds=int(seconds)) if seconds else DEADLINE
+
+    def register_transcodings(self, transcoder: Any) -> None:
+        super().register_transcodings(transcoder)
+        register_ledger_transcodings(transcoder)
+
+    def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
+        if isinstance(domain_event, Code.Reserved):
+            now = domain_event.timestamp
+            processing_event.collect_events(
+                Recharge.request(
+                    domain_event.recharge_id, domain_event.originator_id,
+                    domain_event.channel_id, domain_event.product_id,
+                    domain_event.account, domain_event.user, now, now + self.deadline,
+                )
+            )
+
+    def record_step_result(
+        self, recharge_id: UUID, step_id: str, result: StepResult, now: datetime
+    ) -> Recharge:
+        return self._change(recharge_id, lambda r: r.record(step_id, result, now))
+
+    def check_deadline(self, recharge_id: UUID, now: datetime) -> Recharge:
+        return self._change(recharge_id, lambda r: r.check_deadline(now))
+
+    def resolve(self, recharge_id: UUID, outcome: str, note: str, by: str) -> Recharge:
+        if outcome not in ("succeeded", "failed"):
+            raise InvalidAmount("outcome is succeeded or failed")
+        return self._change(recharge_id, lambda r: r.resolve(outcome, note, by) or True)
+
+    def recharge(self, recharge_id: UUID) -> Recharge:
+        try:
+            found = self.repository.get(recharge_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"recharge {recharge_id} not found") from None
+        if not isinstance(found, Recharge):
+            raise NotFound(f"recharge {recharge_id} not found")
+        return found
+
+    def _change(self, recharge_id: UUID, change: Any) -> Recharge:
+        def decide() -> Recharge:
+            recharge = self.recharge(recharge_id)
+            if change(recharge):
+                self.save(recharge)
+            return recharge
+
+        return self.commands.run(decide, recharge_id)

@@ -1,0 +1,176 @@
+"""The recharge saga as an event-sourced process manager: every step, result and decision
+is an event on the Recharge aggregate; what to do next comes from `decisions`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from ledger.errors import StateConflict
+from ledger.recharges.decisions import (
+    Fail,
+    Review,
+    Schedule,
+    Step,
+    StepResult,
+    Succeed,
+    after_step,
+    at_deadline,
+    first_step,
+)
+
+FINAL = frozenset({"succeeded", "failed"})
+
+
+class Recharge(Aggregate):
+    """status: pending → succeeded | failed | review; review → succeeded | failed."""
+
+    @event("Requested")
+    def __init__(
+        self,
+        id: UUID,
+        code_id: UUID,
+        channel_id: UUID,
+        product_id: UUID,
+        account: str,
+        user: str | None,
+        requested_at: datetime,
+        deadline: datetime,
+    ) -> None:
+        self.code_id = code_id
+        self.channel_id = channel_id
+        self.product_id = product_id
+        self.account = account
+        self.user = user
+        self.requested_at = requested_at
+        self.deadline = deadline
+        self.status = "pending"
+        self.step: Step | None = None
+        self.recharges_sent = 0
+        self.queries_made = 0
+        self.failure: str | None = None
+        self.review_reason: str | None = None
+        self.membership: dict[str, Any] | None = None
+        self.resolution: dict[str, Any] | None = None
+
+    @classmethod
+    def request(
+        cls,
+        recharge_id: UUID,
+        code_id: UUID,
+        channel_id: UUID,
+        product_id: UUID,
+        account: str,
+        user: str | None,
+        now: datetime,
+        deadline: datetime,
+    ) -> Recharge:
+        recharge = cls(
+            id=recharge_id, code_id=code_id, channel_id=channel_id, product_id=product_id,
+            account=account, user=user, requested_at=now, deadline=deadline,
+        )
+        recharge._apply(Schedule(first_step(now)))
+        return recharge
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL
+
+    def record(self, step_id: str, result: StepResult, now: datetime) -> bool:
+        """A step's result; a late or repeated report of a step is ignored (False)."""
+        if self.status != "pending" or self.step is None or self.step.id != step_id:
+            return False
+        step = self.step
+        self._step_completed(
+            step_id, result.outcome, result.reason, result.platform_order_id,
+            result.starts_at, result.ends_at,
+        )
+        self._apply(
+            after_step(
+                step, result, recharges_sent=self.recharges_sent,
+                queries_made=self.queries_made, deadline=self.deadline, now=now,
+            )
+        )
+        return True
+
+    def check_deadline(self, now: datetime) -> bool:
+        if self.status != "pending":
+            return False
+        decision = at_deadline(now, self.deadline)
+        if decision is None:
+            return False
+        self._apply(decision)
+        return True
+
+    def resolve(self, outcome: str, note: str, by: str) -> None:
+        """An operator settles a recharge in review, after checking with the platform."""
+        if self.status != "review":
+            raise StateConflict(f"only a recharge in review is resolved; this one is {self.status}")
+        self._resolved(outcome, note, by)
+        if outcome == "succeeded":
+            self._succeeded(None, None, None)
+        else:
+            self._failed(f"resolved by an operator: {note}")
+
+    def _apply(self, decision: Succeed | Fail | Schedule | Review) -> None:
+        if isinstance(decision, Succeed):
+            r = decision.result
+            self._succeeded(r.platform_order_id, r.starts_at, r.ends_at)
+        elif isinstance(decision, Fail):
+            self._failed(decision.reason)
+        elif isinstance(decision, Review):
+            self._sent_to_review(decision.reason)
+        else:
+            s = decision.step
+            self._step_scheduled(s.number, s.kind, s.due_at)
+
+    @event("StepScheduled")
+    def _step_scheduled(self, number: int, kind: str, due_at: datetime) -> None:
+        self.step = Step(number, kind, due_at)  # type: ignore[arg-type]
+        if kind == "recharge":
+            self.recharges_sent += 1
+        else:
+            self.queries_made += 1
+
+    @event("StepCompleted")
+    def _step_completed(
+        self,
+        step_id: str,
+        outcome: str,
+        reason: str | None,
+        platform_order_id: str | None,
+        starts_at: datetime | None,
+        ends_at: datetime | None,
+    ) -> None:
+        pass
+
+    @event("Succeeded")
+    def _succeeded(
+        self, platform_order_id: str | None, starts_at: datetime | None, ends_at: datetime | None
+    ) -> None:
+        self.status = "succeeded"
+        self.step = None
+        self.membership = {
+            "platform_order_id": platform_order_id,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+        }
+
+    @event("Failed")
+    def _failed(self, reason: str) -> None:
+        self.status = "failed"
+        self.step = None
+        self.failure = reason
+
+    @event("SentToReview")
+    def _sent_to_review(self, reason: str) -> None:
+        self.status = "review"
+        self.step = None
+        self.review_reason = reason
+
+    @event("Resolved")
+    def _resolved(self, outcome: str, note: str, by: str) -> None:
+        self.resolution = {"outcome": outcome, "note": note, "by": by}
