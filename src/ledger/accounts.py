@@ -54,3 +54,33 @@ def channel_consumed(channel_id: UUID | str, product_id: UUID | str) -> str:
 def channel_breakage(channel_id: UUID | str, product_id: UUID | str) -> str:
     """Units of sold codes that expired unredeemed."""
     return f"channel:{channel_id}:breakage:{product_id}"
+
+
+def card_balance(card_id: UUID | str) -> str:
+    """A main card's stored value: what the merchant owes its owner, held by the operator."""
+    return f"card:{card_id}:balance"
+
+
+def user_wallet(member_id: UUID | str) -> str:
+    """A member's withdrawable commission from shared cards."""
+    return f"user:{member_id}:wallet"
+
+
+def merchant_payable(merchant_id: UUID | str) -> str:
+    """What the operator owes a merchant for consumption at its tills."""
+    return f"merchant:{merchant_id}:payable"
+
+
+def merchant_promotions(merchant_id: UUID | str) -> str:
+    """What a merchant's bonuses cost it: recharge activities' bonuses are funded from here."""
+    return f"merchant:{merchant_id}:promotions"
+
+
+def external_payments(currency: str) -> str:
+    """The outside world's side of what members pay through the payment adapter."""
+    return f"external:payments:{currency}"
+
+
+def external_payouts(currency: str) -> str:
+    """The outside world's side of withdrawals paid out through the payout adapter."""
+    return f"external:payouts:{currency}"

@@ -73,3 +73,67 @@ class CodeInUse(DomainError):
 
 class CodeAlreadyRedeemed(DomainError):
     code = "code_already_redeemed"
+
+
+class InvalidRatio(DomainError):
+    """A discount or ratio in basis points outside its range."""
+
+    code = "invalid_ratio"
+
+
+class InvalidTimezone(DomainError):
+    code = "invalid_timezone"
+
+
+class InsufficientBalance(DomainError):
+    """A card or wallet would go below zero."""
+
+    code = "insufficient_balance"
+
+
+class LimitExceeded(DomainError):
+    """A card's limit (per use, per month, in total, uses, or the merchant's shared cap)."""
+
+    code = "limit_exceeded"
+
+
+class CardFrozen(DomainError):
+    code = "card_frozen"
+
+
+class CardExpired(DomainError):
+    """Past its expiry, or an intimate card not accepted within 24 hours."""
+
+    code = "card_expired"
+
+
+class CardRevoked(DomainError):
+    code = "card_revoked"
+
+
+class CardNotAccepted(DomainError):
+    code = "card_not_accepted"
+
+
+class DiscountBelowMain(DomainError):
+    """A shared discount better for the consumer than the owner's own (d_s < d_m)."""
+
+    code = "discount_below_main"
+
+
+class ShareDepthExceeded(DomainError):
+    code = "share_depth_exceeded"
+
+
+class CardNotPassable(DomainError):
+    """A shared card without commission (ratio 0) cannot be passed on."""
+
+    code = "card_not_passable"
+
+
+class NotCardHolder(DomainError):
+    code = "not_card_holder"
+
+
+class PaymentDeclined(DomainError):
+    code = "payment_declined"
