@@ -32,7 +32,7 @@ CREATE TABLE idempotency_keys (
     state         text NOT NULL CHECK (state IN ('in_flight', 'done')),
     status        integer,
     body          bytea,
-    replay_by_rerun boolean NOT NULL DEFAULT false,
+    sealed        boolean NOT NULL DEFAULT false,
     started_at    timestamptz NOT NULL DEFAULT now(),
     completed_at  timestamptz,
     PRIMARY KEY (principal, key)

@@ -3,22 +3,26 @@
 A key's first request inserts an in-flight row; the row then holds the response. Commands
 derive their aggregate ids from the key (`command_id`), so even a request whose process died
 before storing its response cannot record twice: rerunning it finds what it recorded.
+Responses that show a secret (key secrets, redemption codes) are stored sealed: encrypted
+under a key derived from LEDGER_SECRET_KEY, so the database never holds them in clear.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import Principal, authenticate
-from api.problems import PROBLEM_JSON, STATUS_BY_CODE, Problem, problem_response
+from api.problems import PROBLEM_JSON, STATUS_BY_CODE, Problem, domain_problem
 from ledger.errors import DomainError
 
 NAMESPACE = uuid.UUID("6f1c63e4-8a43-4c7a-9d7e-2b4f0a7f3b1e")
@@ -26,6 +30,21 @@ ABANDONED_AFTER_SECONDS = 60
 MAX_KEY_LENGTH = 255
 
 Outcome = tuple[int, dict[str, Any]]
+
+
+class Seal:
+    """AES-GCM under a key derived from the master secret, bound to the principal and key."""
+
+    def __init__(self, master: bytes, context: bytes) -> None:
+        self.aead = AESGCM(hashlib.sha256(b"idempotency-seal\n" + master).digest())
+        self.context = context
+
+    def close(self, plain: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self.aead.encrypt(nonce, plain, self.context)
+
+    def open(self, sealed: bytes) -> bytes:
+        return self.aead.decrypt(sealed[:12], sealed[12:], self.context)
 
 
 @dataclass
@@ -41,26 +60,29 @@ class IdempotentCall:
         return uuid.uuid5(NAMESPACE, f"{self.principal.scope}\n{self.key}")
 
     def run(
-        self, command: Callable[[uuid.UUID], Outcome], *, rerun_on_replay: bool = False
+        self, command: Callable[[uuid.UUID], Outcome], *, sealed: bool = False
     ) -> JSONResponse:
-        """Run once; `rerun_on_replay` for answers that hold secrets, which are never stored."""
-        stored = self._begin(rerun_on_replay)
+        """Run once; a repeat gets the first answer. `sealed` for answers holding secrets."""
+        stored = self._begin()
         if stored is not None:
             status, body, media_type = stored
             return JSONResponse(body, status_code=status, media_type=media_type)
         try:
             status, body = command(self.command_id)
         except DomainError as refusal:
-            response = problem_response(self.request, refusal.code, refusal.detail)
-            self._finish(response.status_code, json.loads(response.body), rerun=False)
+            response = domain_problem(self.request, refusal)
+            if refusal.transient:
+                self._abandon()
+            else:
+                self._finish(response.status_code, response.body, sealed=False)
             return response
         except BaseException:
             self._abandon()
             raise
-        self._finish(status, {} if rerun_on_replay else body, rerun=rerun_on_replay)
+        self._finish(status, json.dumps(body).encode(), sealed=sealed)
         return JSONResponse(body, status_code=status)
 
-    def _begin(self, rerun_on_replay: bool) -> tuple[int, Any, str] | None:
+    def _begin(self) -> tuple[int, Any, str] | None:
         with self.pool.connection() as conn:
             claimed = conn.execute(
                 "INSERT INTO idempotency_keys (principal, key, request_hash, state) "
@@ -70,23 +92,22 @@ class IdempotentCall:
             if claimed:
                 return None
             row = conn.execute(
-                "SELECT request_hash, state, status, body, replay_by_rerun, "
+                "SELECT request_hash, state, status, body, sealed, "
                 "started_at < now() - make_interval(secs => %s) "
                 "FROM idempotency_keys WHERE principal = %s AND key = %s",
                 (ABANDONED_AFTER_SECONDS, self.principal.scope, self.key),
             ).fetchone()
         if row is None:
-            return self._begin(rerun_on_replay)
-        request_hash, state, status, body, rerun, abandoned = row
+            return self._begin()
+        request_hash, state, status, body, sealed, abandoned = row
         if bytes(request_hash) != self.request_hash:
             raise Problem("idempotency_key_reused", "this key was used with another request")
         if state == "in_flight":
             if abandoned and self._take_over():
                 return None
             raise Problem("request_in_flight", "the first request with this key is still running")
-        if rerun:
-            return None
-        decoded = json.loads(bytes(body))
+        stored = self._seal().open(bytes(body)) if sealed else bytes(body)
+        decoded = json.loads(stored)
         is_problem = status >= 400 and isinstance(decoded, dict) and "code" in decoded
         return status, decoded, PROBLEM_JSON if is_problem else "application/json"
 
@@ -102,13 +123,18 @@ class IdempotentCall:
                 is not None
             )
 
-    def _finish(self, status: int, body: Any, *, rerun: bool) -> None:
+    def _finish(self, status: int, body: bytes, *, sealed: bool) -> None:
+        stored = self._seal().close(body) if sealed else body
         with self.pool.connection() as conn:
             conn.execute(
                 "UPDATE idempotency_keys SET state = 'done', status = %s, body = %s, "
-                "replay_by_rerun = %s, completed_at = now() WHERE principal = %s AND key = %s",
-                (status, json.dumps(body).encode(), rerun, self.principal.scope, self.key),
+                "sealed = %s, completed_at = now() WHERE principal = %s AND key = %s",
+                (status, stored, sealed, self.principal.scope, self.key),
             )
+
+    def _seal(self) -> Seal:
+        master: bytes = self.request.app.state.settings.secret_bytes
+        return Seal(master, f"{self.principal.scope}\n{self.key}".encode())
 
     def _abandon(self) -> None:
         with self.pool.connection() as conn:

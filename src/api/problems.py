@@ -43,6 +43,14 @@ STATUS_BY_CODE: dict[str, int] = {
     "state_conflict": 409,
     "conflict": 503,
     "method_not_allowed": 405,
+    "rate_limited": 429,
+    "code_malformed": 422,
+    "code_invalid": 422,
+    "code_expired": 422,
+    "code_in_use": 409,
+    "code_already_redeemed": 409,
+    "verification_failed": 422,
+    "verification_locked": 423,
     "internal_error": 500,
     "unavailable": 503,
 }
@@ -75,6 +83,11 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def domain_problem(request: Request, refusal: DomainError) -> JSONResponse:
+    extra = {} if refusal.retry_after is None else {"retry_after": refusal.retry_after}
+    return problem_response(request, refusal.code, refusal.detail, **extra)
+
+
 def request_id(request: Request) -> str:
     if not hasattr(request.state, "request_id"):
         request.state.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
@@ -84,7 +97,7 @@ def request_id(request: Request) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        return problem_response(request, exc.code, exc.detail)
+        return domain_problem(request, exc)
 
     @app.exception_handler(Problem)
     async def api_problem(request: Request, exc: Problem) -> JSONResponse:

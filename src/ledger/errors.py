@@ -5,6 +5,10 @@ class DomainError(Exception):
     """A command was refused by a business rule; nothing was recorded."""
 
     code = "domain_error"
+    transient = False
+    """A transient refusal (rate limits) may succeed later: it is never stored as the answer
+    to an idempotency key."""
+    retry_after: int | None = None
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.code)

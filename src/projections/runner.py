@@ -10,13 +10,32 @@ import logging
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.projection import Projection, ProjectionRunner
+from eventsourcing.projection import (
+    EventSourcedProjection,
+    EventSourcedProjectionRunner,
+    Projection,
+    ProjectionRunner,
+)
 
 log = logging.getLogger(__name__)
+
+
+class Feed(Protocol):
+    """Something that follows one application's log from a tracked position."""
+
+    @property
+    def name(self) -> str: ...
+
+    def open(self, env: dict[str, str]) -> Any:
+        """A started eventsourcing runner (a context manager with run_forever)."""
+
+
+def lock_key(feed: Feed) -> int:
+    return zlib.crc32(feed.name.encode())
 
 
 @dataclass(frozen=True)
@@ -28,14 +47,49 @@ class ViewFeed:
     view_class: type[PostgresTrackingRecorder]
 
     @property
+    def name(self) -> str:
+        return f"{self.projection_class.name}<-{self.application_class.name}"
+
+    @property
     def lock_key(self) -> int:
-        name = f"{self.projection_class.name}<-{self.application_class.name}"
-        return zlib.crc32(name.encode())
+        return lock_key(self)
+
+    def open(self, env: dict[str, str]) -> Any:
+        return ProjectionRunner(
+            application_class=self.application_class,
+            projection_class=self.projection_class,
+            view_class=self.view_class,
+            env=env,
+        )
+
+
+@dataclass(frozen=True)
+class ProcessFeed:
+    """An event-sourced process (a saga starter) following another application's log:
+    the events it records and its tracking are one transaction."""
+
+    application_class: type[Any]
+    process_class: type[EventSourcedProjection[Any]]
+
+    @property
+    def name(self) -> str:
+        return f"{self.process_class.name}<-{self.application_class.name}"
+
+    @property
+    def lock_key(self) -> int:
+        return lock_key(self)
+
+    def open(self, env: dict[str, str]) -> Any:
+        return EventSourcedProjectionRunner(
+            application_class=self.application_class,
+            projection_class=self.process_class,
+            env=env,
+        )
 
 
 class SupervisedRunner(threading.Thread):
-    def __init__(self, feed: ViewFeed, database_url: str, env: dict[str, str]) -> None:
-        super().__init__(name=f"runner-{feed.projection_class.name}", daemon=True)
+    def __init__(self, feed: Feed, database_url: str, env: dict[str, str]) -> None:
+        super().__init__(name=f"runner-{feed.name}", daemon=True)
         self.feed = feed
         self.database_url = database_url
         self.env = env
@@ -50,14 +104,14 @@ class SupervisedRunner(threading.Thread):
             try:
                 self._run_while_holding_lock()
             except Exception:
-                log.exception("projection %s failed; restarting", self.feed.projection_class.name)
+                log.exception("projection %s failed; restarting", self.feed.name)
                 self.stopping.wait(2.0)
 
     def _run_while_holding_lock(self) -> None:
         with psycopg.connect(self.database_url, autocommit=True) as lock_conn:
             while not self.stopping.is_set():
                 row = lock_conn.execute(
-                    "SELECT pg_try_advisory_lock(%s)", (self.feed.lock_key,)
+                    "SELECT pg_try_advisory_lock(%s)", (lock_key(self.feed),)
                 ).fetchone()
                 if row and row[0]:
                     break
@@ -66,12 +120,7 @@ class SupervisedRunner(threading.Thread):
                 return
             self.active.set()
             try:
-                with ProjectionRunner(
-                    application_class=self.feed.application_class,
-                    projection_class=self.feed.projection_class,
-                    view_class=self.feed.view_class,
-                    env=self.env,
-                ) as runner:
+                with self.feed.open(self.env) as runner:
                     while not self.stopping.is_set():
                         runner.run_forever(timeout=1.0)
                         lock_conn.execute("SELECT 1")

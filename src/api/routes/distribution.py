@@ -112,7 +112,7 @@ def register_channel(
         lambda command_id: channel_created(
             request, app_of(request).register_channel(command_id, body.name)
         ),
-        rerun_on_replay=True,
+        sealed=True,
     )
 
 
@@ -126,7 +126,7 @@ def register_subchannel(
         lambda command_id: channel_created(
             request, app_of(request).register_channel(command_id, body.name, parent.id)
         ),
-        rerun_on_replay=True,
+        sealed=True,
     )
 
 

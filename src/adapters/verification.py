@@ -1,0 +1,93 @@
+"""Verification codes sent to the recharge account: 6 digits, 5 minutes, 5 tries,
+at most 3 sends per account in 10 minutes. Stored only as a keyed hash."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+from uuid import UUID
+
+from adapters.rate_limits import Limit, RateLimiter
+from adapters.sms import SmsSender
+from ledger.errors import DomainError
+
+VALID_SECONDS = 300
+MAX_TRIES = 5
+SENDS = Limit(hits=3, window_seconds=600)
+
+
+class VerificationFailed(DomainError):
+    code = "verification_failed"
+
+
+class VerificationLocked(DomainError):
+    code = "verification_locked"
+
+
+class TooManySends(DomainError):
+    code = "rate_limited"
+    transient = True
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class VerificationCodes:
+    def __init__(self, pool: Any, key: bytes, sms: SmsSender, limiter: RateLimiter) -> None:
+        self.pool = pool
+        self.key = key
+        self.sms = sms
+        self.limiter = limiter
+
+    def send(self, channel_id: UUID, channel_name: str, account: str) -> None:
+        wait = self.limiter.hit(f"sms:{account}", SENDS)
+        if wait is not None:
+            raise TooManySends("at most 3 codes are sent to an account in 10 minutes", wait)
+        code = f"{secrets.randbelow(10**6):06d}"
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO verification_codes (channel_id, account, code_hash, expires_at) "
+                "VALUES (%s, %s, %s, now() + make_interval(secs => %s))",
+                (channel_id, account, self._hash(channel_id, account, code), VALID_SECONDS),
+            )
+        self.sms.send(account, f"[{channel_name}] Your verification code is {code}.", code)
+
+    def check(self, channel_id: UUID, account: str, code: str) -> None:
+        """Raise unless `code` is the latest unexpired, unused code with tries left."""
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT sent_at, code_hash, attempts FROM verification_codes "
+                "WHERE channel_id = %s AND account = %s AND used_at IS NULL "
+                "AND expires_at > now() ORDER BY sent_at DESC LIMIT 1 FOR UPDATE",
+                (channel_id, account),
+            ).fetchone()
+            if row is None:
+                raise VerificationFailed("no valid verification code: ask for a new one")
+            sent_at, stored, attempts = row
+            if attempts >= MAX_TRIES:
+                raise VerificationLocked("too many wrong tries: ask for a new code")
+            if not hmac.compare_digest(bytes(stored), self._hash(channel_id, account, code)):
+                conn.execute(
+                    "UPDATE verification_codes SET attempts = attempts + 1 "
+                    "WHERE channel_id = %s AND account = %s AND sent_at = %s",
+                    (channel_id, account, sent_at),
+                )
+                left = MAX_TRIES - attempts - 1
+                if left == 0:
+                    raise VerificationLocked("too many wrong tries: ask for a new code")
+                raise VerificationFailed(f"the verification code is wrong ({left} tries left)")
+
+    def use(self, channel_id: UUID, account: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                "UPDATE verification_codes SET used_at = now() WHERE channel_id = %s "
+                "AND account = %s AND used_at IS NULL",
+                (channel_id, account),
+            )
+
+    def _hash(self, channel_id: UUID, account: str, code: str) -> bytes:
+        message = f"{channel_id}\n{account}\n{code}".encode()
+        return hmac.new(self.key, message, hashlib.sha256).digest()

@@ -1,0 +1,101 @@
+"""Recharges: one row per saga, for lists, the review queue and the sweeper of due steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.projection import Projection
+from psycopg.sql import SQL, Identifier
+
+from ledger.recharges.saga import Recharge
+
+
+class RechargesView(PostgresTrackingRecorder):
+    table = "recharges_v1"
+
+    def write(self, statement: str, params: dict[str, Any], tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL(statement).format(t=Identifier(self.table)), params)
+            self._insert_tracking(curs, tracking)
+
+
+class RechargesProjection(Projection[RechargesView]):
+    name = "recharges_v1"
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        e = domain_event
+        row = {"id": e.originator_id, "at": e.timestamp}
+        if isinstance(e, Recharge.Requested):
+            statement = (
+                "INSERT INTO {t} (id, channel_id, code_id, product_id, account, status, "
+                "deadline, requested_at, updated_at) VALUES (%(id)s, %(channel_id)s, "
+                "%(code_id)s, %(product_id)s, %(account)s, 'pending', %(deadline)s, %(at)s, %(at)s)"
+            )
+            row |= {
+                "channel_id": e.channel_id, "code_id": e.code_id, "product_id": e.product_id,
+                "account": e.account, "deadline": e.deadline,
+            }
+        elif isinstance(e, Recharge.StepScheduled):
+            statement = (
+                "UPDATE {t} SET step_id = %(step)s, step_due_at = %(due)s, updated_at = %(at)s "
+                "WHERE id = %(id)s"
+            )
+            row |= {"step": f"{e.number}-{e.kind}", "due": e.due_at}
+        elif isinstance(e, Recharge.Succeeded | Recharge.Failed | Recharge.SentToReview):
+            status = {
+                Recharge.Succeeded: "succeeded",
+                Recharge.Failed: "failed",
+                Recharge.SentToReview: "review",
+            }[type(e)]
+            statement = (
+                "UPDATE {t} SET status = %(status)s, failure = %(failure)s, step_id = NULL, "
+                "step_due_at = NULL, updated_at = %(at)s WHERE id = %(id)s"
+            )
+            row |= {"status": status, "failure": getattr(e, "reason", None)}
+        else:
+            self.view.insert_tracking(tracking)
+            return
+        self.view.write(statement, row, tracking)
+
+
+class RechargesReader:
+    def __init__(self, pool: Any, table: str = RechargesView.table) -> None:
+        self.pool = pool
+        self.table = Identifier(table)
+
+    def overdue_steps(self, grace_seconds: float, limit: int = 500) -> list[tuple[Any, str]]:
+        query = SQL(
+            "SELECT id, step_id FROM {t} WHERE status = 'pending' AND step_due_at < "
+            "now() - make_interval(secs => %s) ORDER BY step_due_at LIMIT %s"
+        ).format(t=self.table)
+        with self.pool.connection() as conn:
+            return [tuple(r) for r in conn.execute(query, (grace_seconds, limit)).fetchall()]
+
+    def past_deadline(self, limit: int = 500) -> list[Any]:
+        query = SQL(
+            "SELECT id FROM {t} WHERE status = 'pending' AND deadline < now() LIMIT %s"
+        ).format(t=self.table)
+        with self.pool.connection() as conn:
+            return [r[0] for r in conn.execute(query, (limit,)).fetchall()]
+
+    def of_channel(
+        self, channel_id: Any, status: str | None, after: Any, limit: int
+    ) -> list[dict[str, Any]]:
+        clauses, params = ["channel_id = %s"], [channel_id]
+        if status:
+            clauses.append("status = %s")
+            params.append(status)
+        if after:
+            clauses.append("(requested_at, id) < (SELECT requested_at, id FROM {t} WHERE id = %s)")
+            params.append(after)
+        query = SQL(
+            "SELECT id, status, product_id, account, channel_id, failure, requested_at "
+            "FROM {t} WHERE " + " AND ".join(clauses) + " ORDER BY requested_at DESC, id DESC "
+            "LIMIT %s"
+        ).format(t=self.table)
+        with self.pool.connection() as conn:
+            cursor = conn.execute(query, (*params, limit))
+            names = [c.name for c in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
