@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from psycopg_pool import ConnectionPool
@@ -32,6 +33,17 @@ def event_store_env(database_url: str, **overrides: str) -> dict[str, str]:
         POSTGRES_PORT=str(parts.port or query.get("port", ["5432"])[0]),
         POSTGRES_USER=unquote(parts.username or "postgres"),
         POSTGRES_PASSWORD=unquote(parts.password or ""),
+    )
+    env.update(overrides)
+    return env
+
+
+def application_env(settings: Any, database_url: str, **overrides: str) -> dict[str, str]:
+    """The environment every application of the ledger is constructed with."""
+    env = event_store_env(database_url)
+    env.update(
+        CODE_HASH_KEY=settings.ledger_code_hash_key,
+        RECHARGE_DEADLINE_SECONDS=str(settings.ledger_recharge_deadline_seconds),
     )
     env.update(overrides)
     return env

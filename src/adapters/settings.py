@@ -53,6 +53,17 @@ class Settings(BaseSettings):
         description="Shared HMAC secret signing partner API requests and the platform's answers.",
     )
 
+    ledger_recharge_deadline_seconds: int = Field(
+        default=600, description="After this, a recharge with an unknown outcome goes to review."
+    )
+    ledger_worker_threads: int = Field(default=4, description="Threads of each dramatiq worker.")
+    ledger_sandbox_platform_port: int = Field(
+        default=8100, description="Port of the sandbox platform `ledger serve` starts (sandbox)."
+    )
+    ledger_gateway_timeout_seconds: float = Field(
+        default=5.0, description="Read timeout of calls to a platform's partner API."
+    )
+
     @property
     def embedded(self) -> bool:
         return self.database_url is None

@@ -14,6 +14,7 @@ from uuid import UUID
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from adapters.signing import key_secret, sign_request
 from api.problems import Problem
 from ledger.errors import NotFound
 
@@ -50,13 +51,6 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def key_secret(master: bytes, key_id: str) -> str:
-    """Key secrets are derived from the master secret, so none is ever stored."""
-    return "ks_" + hmac.new(master, f"key:{key_id}".encode(), hashlib.sha256).hexdigest()
-
-
-def webhook_secret(master: bytes, channel_id: UUID) -> str:
-    return "whs_" + hmac.new(master, f"webhook:{channel_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def key_id_for(prefix: str, party_id: UUID) -> str:
@@ -74,14 +68,7 @@ def party_of_key(key_id: str) -> tuple[str, UUID] | None:
         return None
 
 
-def signing_string(method: str, path_and_query: str, timestamp: str, body: bytes) -> bytes:
-    digest = hashlib.sha256(body).hexdigest()
-    return f"{method.upper()}\n{path_and_query}\n{timestamp}\n{digest}".encode()
-
-
-def sign(secret: str, method: str, path_and_query: str, timestamp: str, body: bytes) -> str:
-    message = signing_string(method, path_and_query, timestamp, body)
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+sign = sign_request
 
 
 class Authenticator:

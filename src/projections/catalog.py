@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.distribution.application import Distribution
+from ledger.recharges.application import Recharges
 from projections.balances import BalancesProjection, BalancesReader, BalancesView
 from projections.positions import wait_until_caught_up
-from projections.runner import ViewFeed
+from projections.recharges import RechargesProjection, RechargesReader, RechargesView
+from projections.runner import ProcessFeed, ViewFeed
 
-FEEDS = [ViewFeed(Distribution, BalancesProjection, BalancesView)]
+FEEDS = [
+    ViewFeed(Distribution, BalancesProjection, BalancesView),
+    ViewFeed(Recharges, RechargesProjection, RechargesView),
+    ProcessFeed(Distribution, Recharges),
+]
 
 
 class Views:
@@ -18,9 +24,18 @@ class Views:
     def __init__(self, pool: Any) -> None:
         self.pool = pool
         self.balances = BalancesReader(pool)
+        self.recharges = RechargesReader(pool)
 
     def catch_up(self, timeout: float = 3.0) -> bool:
         """Read-your-writes: wait (bounded) until the balances include every logged event."""
         return wait_until_caught_up(
             self.pool, BalancesProjection.name, [Distribution.name], timeout=timeout
+        )
+
+    def recharges_caught_up(self, timeout: float = 3.0) -> bool:
+        """Every reservation logged so far has started its saga, and the list shows it."""
+        return wait_until_caught_up(
+            self.pool, Recharges.name, [Distribution.name], timeout=timeout
+        ) and wait_until_caught_up(
+            self.pool, RechargesProjection.name, [Recharges.name], timeout=timeout
         )

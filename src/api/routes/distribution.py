@@ -7,7 +7,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from api.auth import Principal, authenticate, key_secret, require, webhook_secret
+from adapters.signing import key_secret, webhook_secret
+from api.auth import Principal, authenticate, require
 from api.idempotency import IdempotentCall, idempotent
 from api.problems import Problem
 from api.schemas import (

@@ -1,0 +1,45 @@
+"""Webhooks: each final state of a recharge is POSTed to the channel's URL, signed like a
+request (X-Timestamp, X-Signature over method, path, timestamp and body digest), with an
+event id the receiver de-duplicates on. Delivery is retried with backoff until a 2xx."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from adapters.signing import sign_request
+
+
+class WebhookRefused(RuntimeError):
+    """The receiver did not answer 2xx; the broker retries with backoff."""
+
+
+def signed_delivery(url: str, secret: str, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    if parts.query:
+        path += f"?{parts.query}"
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "X-Event-Id": str(event["event_id"]),
+        "X-Timestamp": timestamp,
+        "X-Signature": sign_request(secret, "POST", path, timestamp, body),
+    }
+    return body, headers
+
+
+def deliver(client: httpx.Client, url: str, secret: str, event: dict[str, Any]) -> int:
+    body, headers = signed_delivery(url, secret, event)
+    try:
+        reply = client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as error:
+        raise WebhookRefused(f"{type(error).__name__} posting to {url}") from error
+    if not 200 <= reply.status_code < 300:
+        raise WebhookRefused(f"{url} answered {reply.status_code}")
+    return reply.status_code
