@@ -9,7 +9,6 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.projection import EventSourcedProjection
-from eventsourcing.utils import get_topic
 
 from ledger.commands import CommandRunner
 from ledger.distribution.codes import Code
@@ -24,7 +23,8 @@ class Recharges(EventSourcedProjection[UUID]):
     reservation, so no reservation is ever missed or started twice."""
 
     name = "recharges"
-    topics = (get_topic(Code.Reserved),)
+    # No topic filter: tracking then advances over every distribution event, so a reader
+    # can wait for the saga of a reservation just made by comparing with the log's head.
 
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
