@@ -1,0 +1,1 @@
+"""Member cards: merchants, activities, main, shared and intimate cards, wallets (seed 001)."""
