@@ -9,7 +9,7 @@ from psycopg_pool import ConnectionPool
 
 EVENT_STORE_ENV_DEFAULTS = {
     "PERSISTENCE_MODULE": "eventsourcing.postgres",
-    "CREATE_TABLE": "y",
+    "CREATE_TABLE": "n",
     "POSTGRES_POOL_SIZE": "4",
     "POSTGRES_MAX_OVERFLOW": "8",
     "POSTGRES_CONNECT_TIMEOUT": "10",

@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     ledger_recharge_deadline_seconds: int = Field(
         default=600, description="After this, a recharge with an unknown outcome goes to review."
     )
+    ledger_rate_account_per_minute: int = Field(default=10, description="Recharges per account.")
+    ledger_rate_address_per_minute: int = Field(
+        default=30, description="Recharges (and SMS sends) per client address."
+    )
+    ledger_rate_channel_per_minute: int = Field(default=1200, description="Recharges per channel.")
+    ledger_lockout_wrong_codes: int = Field(
+        default=10, description="Wrong codes from one address in 15 minutes before a lock-out."
+    )
     ledger_worker_threads: int = Field(default=4, description="Threads of each dramatiq worker.")
     ledger_sandbox_platform_port: int = Field(
         default=8100, description="Port of the sandbox platform `ledger serve` starts (sandbox)."

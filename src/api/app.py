@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.database import event_store_env, open_pool
+from adapters.database import application_env, open_pool
+from adapters.jobs import Jobs, Runtime, make_broker, start_worker
+from adapters.outbox import Sweeper, dispatcher_feed
+from adapters.rate_limits import RateLimiter
 from adapters.settings import Settings
+from adapters.sms import NoSmsProvider, SandboxSms
+from adapters.verification import VerificationCodes
 from api import problems
 from api.auth import Authenticator
 from api.problems import problem_response
-from api.routes import distribution, ledger, operations
-from ledger.distribution.application import Distribution
+from api.routes import codes, distribution, ledger, operations, recharges
 from projections.catalog import FEEDS, Views
 from projections.runner import SupervisedRunner
 
@@ -41,7 +47,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise BodyTooLarge
+                raise BodyTooLarge(self.max_bytes)
             return message
 
         try:
@@ -57,18 +63,29 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(StarletteHTTPException):
+    """An HTTP error, so FastAPI passes it on instead of calling it a body it cannot parse."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request bodies are limited to {max_bytes} bytes")
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        env = event_store_env(database_url)
         pool = open_pool(database_url, size=settings.ledger_pool_size)
         app.state.settings = settings
         app.state.pool = pool
-        app.state.distribution = Distribution(env=env)
+        runtime = Runtime(settings, database_url)
+        broker = make_broker(settings.broker_url)
+        jobs = Jobs(broker, runtime)
+        app.state.distribution = runtime.distribution
+        app.state.recharges = runtime.recharges
+        app.state.limiter = RateLimiter(pool)
+        app.state.sms = SandboxSms(pool) if settings.sandbox else NoSmsProvider()
+        app.state.verification = VerificationCodes(
+            pool, settings.secret_bytes, app.state.sms, app.state.limiter
+        )
         app.state.authenticator = Authenticator(
             pool, settings.secret_bytes, settings.ledger_signature_window_seconds
         )
@@ -78,22 +95,29 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             lambda channel_id, key_id: app.state.distribution.channel(channel_id).key_id == key_id,
         )
         app.state.views = Views(pool)
-        runners: list[SupervisedRunner] = []
+        background: list[Any] = []
         if settings.ledger_run_projections:
-            runner_env = event_store_env(
-                database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="2"
+            runner_env = application_env(
+                settings, database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="2"
             )
-            runners = [SupervisedRunner(feed, database_url, runner_env) for feed in FEEDS]
-            for runner in runners:
-                runner.start()
+            feeds = [*FEEDS, dispatcher_feed(runtime, jobs)]
+            background += [SupervisedRunner(feed, database_url, runner_env) for feed in feeds]
+            background.append(Sweeper(runtime, jobs, pool))
+            for thread in background:
+                thread.start()
+        in_process = not settings.broker_url
+        worker = start_worker(broker, settings.ledger_worker_threads) if in_process else None
         try:
             yield
         finally:
-            for runner in runners:
-                runner.stop()
-            for runner in runners:
-                runner.join(timeout=10)
-            app.state.distribution.close()
+            for thread in background:
+                thread.stop()
+            for thread in background:
+                thread.join(timeout=10)
+            if worker is not None:
+                worker.stop(timeout=5_000)
+            broker.close()
+            runtime.close()
             pool.close()
 
     app = FastAPI(
@@ -103,7 +127,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (distribution, ledger, operations):
+    for module in (distribution, codes, recharges, ledger, operations):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.ledger_max_body_bytes)
     return app

@@ -148,6 +148,15 @@ async def authenticate(request: Request) -> Principal:
     raise Problem("unauthorized", "a bearer token or a signed request is needed")
 
 
+async def authenticate_or_page(request: Request) -> Principal:
+    """For the two calls the recharge web page makes: an anonymous caller is the page,
+    known by its address (the page's limits are per address)."""
+    if "Authorization" in request.headers or "X-Key-Id" in request.headers:
+        return await authenticate(request)
+    address = request.client.host if request.client else "unknown"
+    return Principal(role="web", id=address)
+
+
 def require(principal: Principal, *roles: Role) -> None:
     if principal.role not in roles:
         raise Problem("forbidden", f"this needs the role {' or '.join(roles)}")

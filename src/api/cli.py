@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import socket
+import subprocess
+import sys
 from enum import StrEnum
 from typing import Annotated
 
@@ -57,7 +60,25 @@ def serve(
     console.print(
         f"ledger on http://{host}:{port} ({where}, sandbox {'on' if settings.sandbox else 'off'})"
     )
-    uvicorn.run(create_app(settings, url), host=host, port=port, log_level="warning")
+    platform = start_sandbox_platform(settings) if settings.sandbox else None
+    try:
+        uvicorn.run(create_app(settings, url), host=host, port=port, log_level="warning")
+    finally:
+        if platform is not None:
+            platform.terminate()
+            platform.wait(timeout=10)
+
+
+def start_sandbox_platform(settings: Settings) -> subprocess.Popen[bytes] | None:
+    """In sandbox mode the sandbox video platform runs beside the API, in its own process."""
+    port = settings.ledger_sandbox_platform_port
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            console.print(f"a sandbox platform already answers on port {port}; using it")
+            return None
+    command = [sys.executable, "-m", "api.cli", "sandbox-platform", "--port", str(port)]
+    console.print(f"sandbox video platform on http://127.0.0.1:{port}")
+    return subprocess.Popen(command)
 
 
 @cli.command("sandbox-platform")
@@ -182,3 +203,7 @@ def call(
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,7 @@ import uuid
 from rich.console import Console
 from rich.table import Table
 
-from adapters.database import event_store_env
+from adapters.database import application_env
 from adapters.settings import Settings
 from api.auth import key_secret
 from ledger.distribution.application import Distribution
@@ -24,11 +24,12 @@ def demo_id(name: str) -> uuid.UUID:
 def load_demo(
     settings: Settings, database_url: str, base_url: str = "http://127.0.0.1:8000"
 ) -> None:
-    app = Distribution(env=event_store_env(database_url))
+    app = Distribution(env=application_env(settings, database_url))
+    gateway = f"http://127.0.0.1:{settings.ledger_sandbox_platform_port}"
     try:
-        iqiyi = app.register_platform(demo_id("iqiyi"), "iQiyi", "http://127.0.0.1:8100")
+        iqiyi = app.register_platform(demo_id("iqiyi"), "iQiyi", gateway)
         tencent = app.register_platform(
-            demo_id("tencent"), "Tencent Video", "http://127.0.0.1:8100"
+            demo_id("tencent"), "Tencent Video", gateway
         )
         gold_month = app.register_product(
             demo_id("iqiyi-gold-month"),

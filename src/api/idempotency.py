@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
-from api.auth import Principal, authenticate
+from api.auth import Principal, authenticate, authenticate_or_page
 from api.problems import PROBLEM_JSON, STATUS_BY_CODE, Problem, domain_problem
 from ledger.errors import DomainError
 
@@ -149,6 +149,17 @@ async def idempotent(
     request: Request, principal: Principal = Depends(authenticate)
 ) -> IdempotentCall:
     """FastAPI dependency for every POST: checks the key before the body is even parsed."""
+    return await idempotent_call(request, principal)
+
+
+async def idempotent_page(
+    request: Request, principal: Principal = Depends(authenticate_or_page)
+) -> IdempotentCall:
+    """The same, for calls the recharge web page may also make."""
+    return await idempotent_call(request, principal)
+
+
+async def idempotent_call(request: Request, principal: Principal) -> IdempotentCall:
     key = request.headers.get("Idempotency-Key", "")
     if not key:
         raise Problem("idempotency_key_missing", "every POST needs an Idempotency-Key header")

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import (
+    AnyHttpUrl,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from ledger.money import MAX_AMOUNT, MAX_QUANTITY, Money
 
@@ -102,3 +112,61 @@ class StockPurchaseOut(BaseModel):
     unit_price: MoneyOut
     total: MoneyOut
     stock: StockPosition
+
+
+TypedCode = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Account = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9@._+\-]{3,64}$")
+]
+ChannelRef = Annotated[str, Field(max_length=64)]
+
+
+class CodeBatchIn(Body):
+    product_id: Annotated[str, Field(max_length=64)]
+    quantity: Annotated[StrictInt, Field(ge=1, le=1000)]
+    expires_at: AwareDatetime | None = None
+    inactive: StrictBool = False
+
+
+class CodesIn(Body):
+    codes: Annotated[list[TypedCode], Field(min_length=1, max_length=1000)]
+
+
+class CodeVoidIn(Body):
+    codes: Annotated[list[TypedCode], Field(min_length=1, max_length=1000)] | None = None
+    batch_id: Annotated[str, Field(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def one_of(self) -> CodeVoidIn:
+        if (self.codes is None) == (self.batch_id is None):
+            raise ValueError("give either codes or batch_id")
+        return self
+
+
+class VerificationIn(Body):
+    account: Account
+    channel_id: ChannelRef | None = None
+
+
+class RechargeIn(Body):
+    code: TypedCode
+    account: Account
+    verification_code: Annotated[str, StringConstraints(min_length=1, max_length=12)]
+    user: Annotated[str, StringConstraints(max_length=200)] | None = None
+    channel_id: ChannelRef | None = None
+
+
+class ResolutionIn(Body):
+    outcome: Literal["succeeded", "failed"]
+    note: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+
+
+class RechargeOut(BaseModel):
+    id: str
+    status: str
+    product_id: str
+    account: str
+    channel_id: str
+    failure: str | None = None
+    membership: dict[str, Any] | None = None
+    requested_at: str | None = None

@@ -17,6 +17,12 @@ FEEDS = [
     ProcessFeed(Distribution, Recharges),
 ]
 
+TRACKERS: list[tuple[str, type[Any] | None]] = [
+    *((f.projection_class.name, f.view_class) for f in FEEDS if isinstance(f, ViewFeed)),
+    ("dispatcher", None),
+]
+"""Tracking tables to create: every view's, and the recharges outbox dispatcher's."""
+
 
 class Views:
     """The API's handle on the read side."""

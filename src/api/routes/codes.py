@@ -1,0 +1,80 @@
+"""Code batches, activations and voids: a channel's redemption codes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request
+
+from api.auth import require
+from api.idempotency import IdempotentCall, idempotent
+from api.routes.distribution import app_of, parse_id
+from api.schemas import CodeBatchIn, CodesIn, CodeVoidIn
+from ledger.errors import InvalidAmount
+
+router = APIRouter(prefix="/v1", tags=["codes"])
+
+
+@router.post("/code-batches", status_code=201)
+def issue_codes(
+    body: CodeBatchIn, request: Request, call: IdempotentCall = Depends(idempotent)
+) -> Any:
+    """The codes are in this answer only (and in its idempotent replays); they are stored
+    nowhere in clear."""
+    require(call.principal, "channel")
+    assert call.principal.channel_id is not None
+    channel_id = call.principal.channel_id
+    product_id = parse_id(body.product_id, "product")
+    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
+        raise InvalidAmount("expires_at must be in the future")
+
+    def command(batch_id: UUID) -> tuple[int, dict[str, Any]]:
+        batch, codes = app_of(request).issue_codes(
+            batch_id, channel_id, product_id, body.quantity, body.expires_at, body.inactive
+        )
+        return 201, {
+            "id": str(batch.id),
+            "product_id": str(batch.product_id),
+            "quantity": len(codes),
+            "expires_at": batch.expires_at.isoformat() if batch.expires_at else None,
+            "inactive": batch.inactive,
+            "codes": codes,
+        }
+
+    return call.run(command, sealed=True)
+
+
+@router.post("/code-activations")
+def activate_codes(
+    body: CodesIn, request: Request, call: IdempotentCall = Depends(idempotent)
+) -> Any:
+    require(call.principal, "channel")
+    assert call.principal.channel_id is not None
+    channel_id = call.principal.channel_id
+    return call.run(
+        lambda _: (
+            200,
+            {"activated": len(app_of(request).activate_codes(channel_id, body.codes))},
+        )
+    )
+
+
+@router.post("/code-voids")
+def void_codes(
+    body: CodeVoidIn, request: Request, call: IdempotentCall = Depends(idempotent)
+) -> Any:
+    require(call.principal, "channel")
+    assert call.principal.channel_id is not None
+    channel_id = call.principal.channel_id
+
+    def command(_: UUID) -> tuple[int, dict[str, Any]]:
+        app = app_of(request)
+        if body.batch_id is not None:
+            voided = app.void_batch(channel_id, parse_id(body.batch_id, "code batch"))
+        else:
+            voided = app.void_codes(channel_id, body.codes or [])
+        return 200, {"voided": len(voided)}
+
+    return call.run(command)
