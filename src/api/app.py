@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.database import application_env, open_pool
-from adapters.jobs import Jobs, Runtime, make_broker, start_worker
-from adapters.outbox import Sweeper, dispatcher_feed
+from adapters.background import start_background
+from adapters.database import open_pool
 from adapters.rate_limits import RateLimiter
 from adapters.settings import Settings
 from adapters.sms import NoSmsProvider, SandboxSms
@@ -21,8 +19,7 @@ from api import problems
 from api.auth import Authenticator
 from api.problems import problem_response
 from api.routes import codes, distribution, ledger, operations, recharges
-from projections.catalog import FEEDS, Views
-from projections.runner import SupervisedRunner
+from projections.catalog import Views
 
 
 class BodyLimit:
@@ -76,9 +73,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         pool = open_pool(database_url, size=settings.ledger_pool_size)
         app.state.settings = settings
         app.state.pool = pool
-        runtime = Runtime(settings, database_url)
-        broker = make_broker(settings.broker_url)
-        jobs = Jobs(broker, runtime)
+        background = start_background(
+            settings, database_url, with_worker=not settings.broker_url,
+            run_projections=settings.ledger_run_projections,
+        )
+        runtime = background.runtime
         app.state.distribution = runtime.distribution
         app.state.recharges = runtime.recharges
         app.state.limiter = RateLimiter(pool)
@@ -95,29 +94,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             lambda channel_id, key_id: app.state.distribution.channel(channel_id).key_id == key_id,
         )
         app.state.views = Views(pool)
-        background: list[Any] = []
-        if settings.ledger_run_projections:
-            runner_env = application_env(
-                settings, database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="2"
-            )
-            feeds = [*FEEDS, dispatcher_feed(runtime, jobs)]
-            background += [SupervisedRunner(feed, database_url, runner_env) for feed in feeds]
-            background.append(Sweeper(runtime, jobs, pool))
-            for thread in background:
-                thread.start()
-        in_process = not settings.broker_url
-        worker = start_worker(broker, settings.ledger_worker_threads) if in_process else None
         try:
             yield
         finally:
-            for thread in background:
-                thread.stop()
-            for thread in background:
-                thread.join(timeout=10)
-            if worker is not None:
-                worker.stop(timeout=5_000)
-            broker.close()
-            runtime.close()
+            background.stop()
             pool.close()
 
     app = FastAPI(

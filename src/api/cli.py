@@ -121,6 +121,62 @@ def sandbox_platform(
 
 
 @cli.command()
+def worker(
+    threads: Annotated[int | None, typer.Option(help="Threads (LEDGER_WORKER_THREADS).")] = None,
+) -> None:
+    """Run a dramatiq worker for the saga's steps and the webhooks (needs BROKER_URL)."""
+    from adapters.jobs import Jobs, Runtime, make_broker, start_worker
+
+    settings = Settings()
+    if not settings.broker_url:
+        console.print("[red]BROKER_URL is not set: without a broker, `ledger serve` runs the "
+                      "workers in its own process.[/red]")
+        raise typer.Exit(2)
+    url = database_url(settings)
+    runtime = Runtime(settings, url)
+    broker = make_broker(settings.broker_url)
+    Jobs(broker, runtime)
+    running = start_worker(broker, threads or settings.ledger_worker_threads)
+    console.print(f"worker on {settings.broker_url.split('@')[-1]}; Ctrl-C stops it")
+    try:
+        wait_for_signal()
+    finally:
+        running.stop(timeout=10_000)
+        broker.close()
+        runtime.close()
+
+
+projections_cli = typer.Typer(help="Projection runners: run, status, rebuild.")
+cli.add_typer(projections_cli, name="projections")
+
+
+@projections_cli.command("run")
+def run_projections() -> None:
+    """Keep every view, the saga starter and the outbox dispatcher up to date (one active
+    runner per view across all processes; the others stand by)."""
+    from adapters.background import start_background
+
+    settings = Settings()
+    url = database_url(settings)
+    background = start_background(settings, url, with_worker=not settings.broker_url)
+    console.print(f"running {len(background.runners)} runners; Ctrl-C stops them")
+    try:
+        wait_for_signal()
+    finally:
+        background.stop()
+
+
+def wait_for_signal() -> None:
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    stop.wait()
+
+
+@cli.command()
 def migrate() -> None:
     """Apply the schema migrations."""
     database_url(Settings())

@@ -1,0 +1,60 @@
+"""What runs beside the API: projection runners, the saga starter, the outbox dispatcher,
+the sweeper, and (without a broker server) the dramatiq worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+
+from adapters.database import application_env, open_pool
+from adapters.jobs import Jobs, Runtime, make_broker, start_worker
+from adapters.outbox import Sweeper, dispatcher_feed
+from adapters.settings import Settings
+from projections.catalog import FEEDS
+from projections.runner import SupervisedRunner
+
+
+@dataclass
+class Background:
+    runtime: Runtime
+    broker: dramatiq.Broker
+    jobs: Jobs
+    pool: Any
+    runners: list[SupervisedRunner] = field(default_factory=list)
+    sweeper: Sweeper | None = None
+    worker: dramatiq.Worker | None = None
+
+    def stop(self) -> None:
+        threads: list[Any] = [*self.runners, *([self.sweeper] if self.sweeper else [])]
+        for thread in threads:
+            thread.stop()
+        for thread in threads:
+            thread.join(timeout=10)
+        if self.worker is not None:
+            self.worker.stop(timeout=5_000)
+        self.broker.close()
+        self.runtime.close()
+        self.pool.close()
+
+
+def start_background(
+    settings: Settings, database_url: str, *, with_worker: bool, run_projections: bool = True
+) -> Background:
+    runtime = Runtime(settings, database_url)
+    broker = make_broker(settings.broker_url)
+    jobs = Jobs(broker, runtime)
+    background = Background(runtime, broker, jobs, open_pool(database_url, size=2))
+    if run_projections:
+        env = application_env(
+            settings, database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="2"
+        )
+        feeds = [*FEEDS, dispatcher_feed(runtime, jobs)]
+        background.runners = [SupervisedRunner(feed, database_url, env) for feed in feeds]
+        background.sweeper = Sweeper(runtime, jobs, background.pool)
+        for thread in [*background.runners, background.sweeper]:
+            thread.start()
+    if with_worker:
+        background.worker = start_worker(broker, settings.ledger_worker_threads)
+    return background
