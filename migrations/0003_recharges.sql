@@ -46,3 +46,18 @@ CREATE TABLE sandbox_sms_outbox (
     sent_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX sandbox_sms_outbox_account ON sandbox_sms_outbox (account, id DESC);
+
+CREATE TABLE codes_v1 (
+    code_id     uuid PRIMARY KEY,
+    batch_id    uuid NOT NULL,
+    channel_id  uuid NOT NULL,
+    product_id  uuid NOT NULL,
+    status      text NOT NULL,
+    active      boolean NOT NULL,
+    expires_at  timestamptz,
+    issued_at   timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL
+);
+CREATE INDEX codes_v1_batch ON codes_v1 (batch_id);
+CREATE INDEX codes_v1_due ON codes_v1 (expires_at) WHERE status = 'issued';
+INSERT INTO projection_versions (name, live_version) VALUES ('codes', 1);

@@ -18,6 +18,7 @@ from eventsourcing.utils import get_topic
 from adapters.jobs import Jobs, Runtime
 from ledger.recharges.application import Recharges
 from ledger.recharges.saga import Recharge
+from projections.codes import CodesReader
 from projections.recharges import RechargesReader
 from projections.runner import ViewFeed
 
@@ -80,7 +81,8 @@ def dispatcher_feed(runtime: Runtime, jobs: Jobs) -> ViewFeed:
 
 class Sweeper(threading.Thread):
     """Every few seconds: re-send steps overdue past a grace period (a lost wake-up or a
-    worker that died), and send sagas past their deadline to review."""
+    worker that died), send sagas past their deadline to review, expire codes past their
+    date (their units return to stock or become breakage)."""
 
     def __init__(
         self, runtime: Runtime, jobs: Jobs, pool: Any, every: float = 5.0, grace: float = 30.0
@@ -89,6 +91,7 @@ class Sweeper(threading.Thread):
         self.runtime = runtime
         self.jobs = jobs
         self.reader = RechargesReader(pool)
+        self.codes = CodesReader(pool)
         self.every = every
         self.grace = grace
         self.stopping = threading.Event()
@@ -109,3 +112,5 @@ class Sweeper(threading.Thread):
             self.jobs.enqueue_step(recharge_id, step_id, now)
         for recharge_id in self.reader.past_deadline():
             self.runtime.recharges.check_deadline(recharge_id, now)
+        for code_id in self.codes.due_for_expiry():
+            self.runtime.distribution.expire_code(code_id, now)

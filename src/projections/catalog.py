@@ -7,6 +7,7 @@ from typing import Any
 from ledger.distribution.application import Distribution
 from ledger.recharges.application import Recharges
 from projections.balances import BalancesProjection, BalancesReader, BalancesView
+from projections.codes import CodesProjection, CodesReader, CodesView
 from projections.positions import wait_until_caught_up
 from projections.recharges import RechargesProjection, RechargesReader, RechargesView
 from projections.runner import ProcessFeed, ViewFeed
@@ -14,6 +15,7 @@ from projections.runner import ProcessFeed, ViewFeed
 FEEDS = [
     ViewFeed(Distribution, BalancesProjection, BalancesView),
     ViewFeed(Recharges, RechargesProjection, RechargesView),
+    ViewFeed(Distribution, CodesProjection, CodesView),
     ProcessFeed(Distribution, Recharges),
 ]
 
@@ -31,6 +33,7 @@ class Views:
         self.pool = pool
         self.balances = BalancesReader(pool)
         self.recharges = RechargesReader(pool)
+        self.codes = CodesReader(pool)
 
     def catch_up(self, timeout: float = 3.0) -> bool:
         """Read-your-writes: wait (bounded) until the balances include every logged event."""
