@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.recharges.application import Recharges
 from projections.balances import BalancesProjection, BalancesReader, BalancesView
@@ -17,6 +18,7 @@ FEEDS = [
     ViewFeed(Recharges, RechargesProjection, RechargesView),
     ViewFeed(Distribution, CodesProjection, CodesView),
     ProcessFeed(Distribution, Recharges),
+    ViewFeed(Cards, BalancesProjection, BalancesView),
 ]
 
 TRACKERS: list[tuple[str, type[Any] | None]] = [
@@ -38,7 +40,7 @@ class Views:
     def catch_up(self, timeout: float = 3.0) -> bool:
         """Read-your-writes: wait (bounded) until the balances include every logged event."""
         return wait_until_caught_up(
-            self.pool, BalancesProjection.name, [Distribution.name], timeout=timeout
+            self.pool, BalancesProjection.name, [Distribution.name, Cards.name], timeout=timeout
         )
 
     def recharges_caught_up(self, timeout: float = 3.0) -> bool:
