@@ -18,7 +18,7 @@ from adapters.verification import VerificationCodes
 from api import problems
 from api.auth import Authenticator
 from api.problems import problem_response
-from api.routes import codes, distribution, ledger, operations, recharges
+from api.routes import codes, distribution, ledger, operations, page, recharges
 from projections.catalog import Views
 
 
@@ -107,7 +107,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (distribution, codes, recharges, ledger, operations):
+    for module in (distribution, codes, recharges, ledger, operations, page):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.ledger_max_body_bytes)
     return app
