@@ -12,7 +12,7 @@ from adapters.database import application_env, open_pool
 from adapters.jobs import Jobs, Runtime, make_broker, start_worker
 from adapters.outbox import Sweeper, dispatcher_feed
 from adapters.settings import Settings
-from projections.catalog import FEEDS
+from projections.catalog import continuous_feeds
 from projections.runner import SupervisedRunner
 
 
@@ -50,7 +50,7 @@ def start_background(
         env = application_env(
             settings, database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="2"
         )
-        feeds = [*FEEDS, dispatcher_feed(runtime, jobs)]
+        feeds = [*continuous_feeds(), dispatcher_feed(runtime, jobs)]
         background.runners = [SupervisedRunner(feed, database_url, env) for feed in feeds]
         background.sweeper = Sweeper(runtime, jobs, background.pool)
         for thread in [*background.runners, background.sweeper]:

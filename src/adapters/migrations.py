@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import psycopg
 from yoyo import get_backend, read_migrations
 
 
@@ -41,14 +42,15 @@ def create_stores(database_url: str) -> None:
     from eventsourcing.utils import Environment
 
     from adapters.database import event_store_env
-    from projections.catalog import FEEDS, TRACKERS
+    from projections.catalog import APPLICATIONS, VIEWS
+    from projections.positions import live_version
 
     env = event_store_env(database_url, CREATE_TABLE="y", POSTGRES_POOL_SIZE="1")
-    applications = {feed.application_class for feed in FEEDS}
-    applications |= {getattr(feed, "process_class", feed.application_class) for feed in FEEDS}
-    for application_class in sorted(applications, key=lambda cls: cls.name):
+    for application_class in APPLICATIONS:
         application_class(env=env).close()
-    for name, view_class in TRACKERS:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        trackers = [spec.view_class.tracking_name(live_version(conn, spec.name)) for spec in VIEWS]
+    for name in [*trackers, "dispatcher"]:
         factory = InfrastructureFactory.construct(env=Environment(name, env))
-        factory.tracking_recorder(view_class or PostgresTrackingRecorder)
+        factory.tracking_recorder(PostgresTrackingRecorder)
         factory.close()

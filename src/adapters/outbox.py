@@ -13,7 +13,6 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection
-from eventsourcing.utils import get_topic
 
 from adapters.jobs import Jobs, Runtime
 from ledger.recharges.application import Recharges
@@ -29,9 +28,6 @@ WEBHOOK_NAMESPACE = uuid.UUID("5d2b1f7e-0c8a-4e6b-9f3d-7a1c2e4b6d80")
 
 class Dispatcher(Projection[PostgresTrackingRecorder]):
     name = "dispatcher"
-    topics = tuple(
-        get_topic(cls) for cls in (Recharge.StepScheduled, Recharge.Succeeded, Recharge.Failed)
-    )
     runtime: Runtime
     jobs: Jobs
 

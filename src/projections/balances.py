@@ -1,57 +1,48 @@
-"""Balances: posted and pending per account and asset, summed from every event's postings."""
+"""Balances: posted and pending per account and asset, summed from every event's postings
+and holds, whatever application recorded it."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from eventsourcing.persistence import Tracking
-from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.projection import Projection
+from psycopg import Cursor
 from psycopg.sql import SQL, Identifier
 
 from ledger.postings import Holds, Postings
+from projections.base import View
 
 
-class BalancesView(PostgresTrackingRecorder):
-    """Writes a movement's legs and the tracking record in one transaction (exactly once)."""
+class BalancesView(View):
+    view_name = "balances"
+    tables = ("balances",)
+    keys = {"balances": "account, asset"}
 
-    table = "balances_v1"
-
-    def apply(
-        self, postings: Postings | None, holds: Holds | None, at: datetime, tracking: Tracking
-    ) -> None:
-        statement = SQL(
-            "INSERT INTO {table} (account, asset, posted, pending, updated_at) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account, asset) DO UPDATE "
-            "SET posted = {table}.posted + EXCLUDED.posted, "
-            "pending = {table}.pending + EXCLUDED.pending, updated_at = EXCLUDED.updated_at"
-        ).format(table=Identifier(self.table))
-        rows = [(leg.account, leg.asset, leg.amount, 0, at) for leg in postings or ()]
-        rows += [(leg.account, leg.asset, 0, leg.amount, at) for leg in holds or ()]
-        with self.datastore.transaction(commit=True) as curs:
-            curs.executemany(statement, rows)
-            self._insert_tracking(curs, tracking)
-
-
-class BalancesProjection(Projection[BalancesView]):
-    """Events that carry postings or holds move balances; every other event is only tracked."""
-
-    name = "balances_v1"
-
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        postings = getattr(domain_event, "postings", None)
-        holds = getattr(domain_event, "holds", None)
-        if isinstance(postings, Postings) or isinstance(holds, Holds):
-            self.view.apply(postings, holds, domain_event.timestamp, tracking)
-        else:
-            self.view.insert_tracking(tracking)
+    def apply(self, curs: Cursor[Any], event: Any, tracking: Tracking) -> None:
+        postings = getattr(event, "postings", None)
+        holds = getattr(event, "holds", None)
+        rows = []
+        if isinstance(postings, Postings):
+            rows += [(leg.account, leg.asset, leg.amount, 0, event.timestamp) for leg in postings]
+        if isinstance(holds, Holds):
+            rows += [(leg.account, leg.asset, 0, leg.amount, event.timestamp) for leg in holds]
+        if rows:
+            curs.executemany(
+                self.sql(
+                    "INSERT INTO {t} AS b (account, asset, posted, pending, updated_at) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account, asset) DO UPDATE "
+                    "SET posted = b.posted + EXCLUDED.posted, "
+                    "pending = b.pending + EXCLUDED.pending, updated_at = EXCLUDED.updated_at",
+                    t="balances",
+                ),
+                rows,
+            )
 
 
 class BalancesReader:
-    """Queries over the live balances table, for the API and the command line."""
+    """Queries over the live balances, for the API and the command line."""
 
-    def __init__(self, pool: Any, table: str = BalancesView.table) -> None:
+    def __init__(self, pool: Any, table: str = "balances") -> None:
         self.pool = pool
         self.table = Identifier(table)
 
@@ -66,9 +57,9 @@ class BalancesReader:
 
     def of_accounts_under(self, prefix: str) -> dict[tuple[str, str], tuple[int, int]]:
         """{(account, asset): (posted, pending)} of every account whose name starts so."""
-        query = SQL("SELECT account, asset, posted, pending FROM {t} WHERE account LIKE %s").format(
-            t=self.table
-        )
+        query = SQL(
+            "SELECT account, asset, posted, pending FROM {t} WHERE account LIKE %s"
+        ).format(t=self.table)
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with self.pool.connection() as conn:
             rows = conn.execute(query, (pattern,)).fetchall()
@@ -80,3 +71,8 @@ class BalancesReader:
         with self.pool.connection() as conn:
             rows = conn.execute(query.format(t=self.table)).fetchall()
         return dict(rows)
+
+    def all(self) -> list[tuple[str, str, int, int]]:
+        query = SQL("SELECT account, asset, posted, pending FROM {t} ORDER BY account, asset")
+        with self.pool.connection() as conn:
+            return [tuple(row) for row in conn.execute(query.format(t=self.table)).fetchall()]

@@ -2,30 +2,83 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.recharges.application import Recharges
-from projections.balances import BalancesProjection, BalancesReader, BalancesView
-from projections.codes import CodesProjection, CodesReader, CodesView
+from projections.balances import BalancesReader, BalancesView
+from projections.base import View, projection_for
+from projections.codes import CodesReader, CodesView
+from projections.journal import JournalReader, JournalView
 from projections.positions import wait_until_caught_up
-from projections.recharges import RechargesProjection, RechargesReader, RechargesView
-from projections.runner import ProcessFeed, ViewFeed
+from projections.recharges import RechargesReader, RechargesView
+from projections.runner import Feed, ProcessFeed, ViewFeed
 
-FEEDS = [
-    ViewFeed(Distribution, BalancesProjection, BalancesView),
-    ViewFeed(Recharges, RechargesProjection, RechargesView),
-    ViewFeed(Distribution, CodesProjection, CodesView),
-    ProcessFeed(Distribution, Recharges),
-    ViewFeed(Cards, BalancesProjection, BalancesView),
-]
+APPLICATIONS: tuple[type[Any], ...] = (Distribution, Recharges, Cards)
 
-TRACKERS: list[tuple[str, type[Any] | None]] = [
-    *((f.projection_class.name, f.view_class) for f in FEEDS if isinstance(f, ViewFeed)),
-    ("dispatcher", None),
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """A view and the applications whose logs it follows."""
+
+    view_class: type[View]
+    applications: tuple[type[Any], ...]
+
+    @property
+    def name(self) -> str:
+        return self.view_class.view_name
+
+    def feed(self, application_class: type[Any], version: int) -> ViewFeed:
+        return ViewFeed(
+            application_class,
+            projection_for(self.view_class, version),
+            self.view_class.at_version(version),
+        )
+
+    def feeds(self) -> list[SpecFeed]:
+        return [SpecFeed(self, application) for application in self.applications]
+
+
+@dataclass(frozen=True)
+class SpecFeed:
+    """One view's feed from one application, at whichever version is live."""
+
+    spec: ViewSpec
+    application_class: type[Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name}<-{self.application_class.name}"
+
+    @property
+    def view_name(self) -> str:
+        return self.spec.name
+
+    def at(self, version: int) -> Feed:
+        return self.spec.feed(self.application_class, version)
+
+
+VIEWS = [
+    ViewSpec(BalancesView, (Distribution, Cards)),
+    ViewSpec(JournalView, (Distribution, Cards)),
+    ViewSpec(RechargesView, (Recharges,)),
+    ViewSpec(CodesView, (Distribution,)),
 ]
-"""Tracking tables to create: every view's, and the recharges outbox dispatcher's."""
+PROCESSES: list[Feed] = [ProcessFeed(Distribution, Recharges)]
+"""Event-sourced processes that follow another application's log (saga starters)."""
+
+
+def view(name: str) -> ViewSpec:
+    for spec in VIEWS:
+        if spec.name == name:
+            return spec
+    raise LookupError(f"no view named {name!r}; there are {', '.join(s.name for s in VIEWS)}")
+
+
+def continuous_feeds() -> list[Any]:
+    return [feed for spec in VIEWS for feed in spec.feeds()] + PROCESSES
 
 
 class Views:
@@ -36,17 +89,18 @@ class Views:
         self.balances = BalancesReader(pool)
         self.recharges = RechargesReader(pool)
         self.codes = CodesReader(pool)
+        self.journal = JournalReader(pool)
 
-    def catch_up(self, timeout: float = 3.0) -> bool:
-        """Read-your-writes: wait (bounded) until the balances include every logged event."""
-        return wait_until_caught_up(
-            self.pool, BalancesProjection.name, [Distribution.name, Cards.name], timeout=timeout
-        )
+    def catch_up(self, name: str = "balances", timeout: float = 3.0) -> bool:
+        """Read-your-writes: wait (bounded) until the view includes every logged event."""
+        applications = [a.name for a in view(name).applications]
+        return wait_until_caught_up(self.pool, applications, view_name=name, timeout=timeout)
 
     def recharges_caught_up(self, timeout: float = 3.0) -> bool:
         """Every reservation logged so far has started its saga, and the list shows it."""
         return wait_until_caught_up(
-            self.pool, Recharges.name, [Distribution.name], timeout=timeout
-        ) and wait_until_caught_up(
-            self.pool, RechargesProjection.name, [Recharges.name], timeout=timeout
-        )
+            self.pool, [Distribution.name], tracking_name=Recharges.name, timeout=timeout
+        ) and self.catch_up("recharges", timeout)
+
+
+FEEDS = continuous_feeds()

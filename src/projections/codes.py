@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from eventsourcing.persistence import Tracking
-from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.projection import Projection
+from psycopg import Cursor
 from psycopg.sql import SQL, Identifier
 
 from ledger.distribution.codes import Code, CodeBatch
+from projections.base import View
 
 STATUS_AFTER = {
     Code.Reserved: "reserved",
@@ -21,53 +21,45 @@ STATUS_AFTER = {
 }
 
 
-class CodesView(PostgresTrackingRecorder):
-    table = "codes_v1"
+class CodesView(View):
+    view_name = "codes"
+    tables = ("codes",)
+    keys = {"codes": "code_id"}
 
-    def issue(self, batch: Any, tracking: Tracking) -> None:
-        statement = SQL(
-            "INSERT INTO {t} (code_id, batch_id, channel_id, product_id, status, active, "
-            "expires_at, issued_at, updated_at) VALUES (%s, %s, %s, %s, 'issued', %s, %s, %s, %s)"
-        ).format(t=Identifier(self.table))
-        rows = [
-            (code_id, batch.originator_id, batch.channel_id, batch.product_id,
-             not batch.inactive, batch.expires_at, batch.timestamp, batch.timestamp)
-            for code_id in batch.code_ids
-        ]
-        with self.datastore.transaction(commit=True) as curs:
-            curs.executemany(statement, rows)
-            self._insert_tracking(curs, tracking)
-
-    def update(self, code_id: Any, changes: dict[str, Any], at: Any, tracking: Tracking) -> None:
-        assignments = SQL(", ").join(
-            SQL("{} = %s").format(Identifier(column)) for column in changes
-        )
-        statement = SQL("UPDATE {t} SET {a}, updated_at = %s WHERE code_id = %s").format(
-            t=Identifier(self.table), a=assignments
-        )
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(statement, (*changes.values(), at, code_id))
-            self._insert_tracking(curs, tracking)
-
-
-class CodesProjection(Projection[CodesView]):
-    name = "codes_v1"
-
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        e = domain_event
+    def apply(self, curs: Cursor[Any], event: Any, tracking: Tracking) -> None:
+        e = event
         if isinstance(e, CodeBatch.Issued):
-            self.view.issue(e, tracking)
+            curs.executemany(
+                self.sql(
+                    "INSERT INTO {t} (code_id, batch_id, channel_id, product_id, status, active, "
+                    "expires_at, issued_at, updated_at) "
+                    "VALUES (%s, %s, %s, %s, 'issued', %s, %s, %s, %s)",
+                    t="codes",
+                ),
+                [
+                    (code_id, e.originator_id, e.channel_id, e.product_id, not e.inactive,
+                     e.expires_at, e.timestamp, e.timestamp)
+                    for code_id in e.code_ids
+                ],
+            )
         elif type(e) in STATUS_AFTER:
-            status = STATUS_AFTER[type(e)]
-            self.view.update(e.originator_id, {"status": status}, e.timestamp, tracking)
+            curs.execute(
+                self.sql(
+                    "UPDATE {t} SET status = %s, updated_at = %s WHERE code_id = %s", t="codes"
+                ),
+                (STATUS_AFTER[type(e)], e.timestamp, e.originator_id),
+            )
         elif isinstance(e, Code.Activated):
-            self.view.update(e.originator_id, {"active": True}, e.timestamp, tracking)
-        else:
-            self.view.insert_tracking(tracking)
+            curs.execute(
+                self.sql(
+                    "UPDATE {t} SET active = true, updated_at = %s WHERE code_id = %s", t="codes"
+                ),
+                (e.timestamp, e.originator_id),
+            )
 
 
 class CodesReader:
-    def __init__(self, pool: Any, table: str = CodesView.table) -> None:
+    def __init__(self, pool: Any, table: str = "codes") -> None:
         self.pool = pool
         self.table = Identifier(table)
 

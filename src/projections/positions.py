@@ -15,24 +15,48 @@ def head(conn: Any, application_name: str) -> int:
     return int(conn.execute(query).fetchone()[0])
 
 
-def position(conn: Any, view_name: str, application_name: str) -> int:
+def position(conn: Any, tracking_name: str, application_name: str) -> int:
     query = SQL("SELECT notification_id FROM {t} WHERE application_name = %s").format(
-        t=Identifier(f"{view_name}_tracking")
+        t=Identifier(f"{tracking_name}_tracking")
     )
-    row = conn.execute(query, (application_name,)).fetchone()
+    try:
+        with conn.transaction():
+            row = conn.execute(query, (application_name,)).fetchone()
+    except Exception:  # noqa: BLE001 - a tracking table not yet created is position 0
+        return 0
     return int(row[0]) if row and row[0] is not None else 0
 
 
+def live_version(conn: Any, view_name: str) -> int:
+    row = conn.execute(
+        "SELECT live_version FROM projection_versions WHERE name = %s", (view_name,)
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"no view named {view_name!r}")
+    return int(row[0])
+
+
+def live_tracking_name(conn: Any, view_name: str) -> str:
+    return f"{view_name}_v{live_version(conn, view_name)}"
+
+
 def wait_until_caught_up(
-    pool: Any, view_name: str, application_names: list[str], timeout: float = 3.0
+    pool: Any,
+    application_names: list[str],
+    *,
+    view_name: str | None = None,
+    tracking_name: str | None = None,
+    timeout: float = 3.0,
 ) -> bool:
-    """Block until the view has applied every event logged before the call (bounded)."""
+    """Block until a view (its live version) or a process has applied every event logged
+    before the call; bounded by `timeout`."""
     deadline = time.monotonic() + timeout
     with pool.connection() as conn:
         targets = {name: head(conn, name) for name in application_names}
         delay = 0.002
         while True:
-            if all(position(conn, view_name, n) >= h for n, h in targets.items()):
+            tracked = tracking_name or live_tracking_name(conn, view_name or "")
+            if all(position(conn, tracked, n) >= h for n, h in targets.items()):
                 return True
             if time.monotonic() > deadline:
                 return False

@@ -5,27 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from eventsourcing.persistence import Tracking
-from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.projection import Projection
+from psycopg import Cursor
 from psycopg.sql import SQL, Identifier
 
 from ledger.recharges.saga import Recharge
+from projections.base import View
 
 
-class RechargesView(PostgresTrackingRecorder):
-    table = "recharges_v1"
+class RechargesView(View):
+    view_name = "recharges"
+    tables = ("recharges",)
+    keys = {"recharges": "id"}
 
-    def write(self, statement: str, params: dict[str, Any], tracking: Tracking) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL(statement).format(t=Identifier(self.table)), params)
-            self._insert_tracking(curs, tracking)
-
-
-class RechargesProjection(Projection[RechargesView]):
-    name = "recharges_v1"
-
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        e = domain_event
+    def apply(self, curs: Cursor[Any], event: Any, tracking: Tracking) -> None:
+        e = event
         row = {"id": e.originator_id, "at": e.timestamp}
         if isinstance(e, Recharge.Requested):
             statement = (
@@ -43,25 +36,26 @@ class RechargesProjection(Projection[RechargesView]):
                 "WHERE id = %(id)s"
             )
             row |= {"step": f"{e.number}-{e.kind}", "due": e.due_at}
-        elif isinstance(e, Recharge.Succeeded | Recharge.Failed | Recharge.SentToReview):
-            status = {
-                Recharge.Succeeded: "succeeded",
-                Recharge.Failed: "failed",
-                Recharge.SentToReview: "review",
-            }[type(e)]
+        elif type(e) in STATUS_AFTER:
             statement = (
                 "UPDATE {t} SET status = %(status)s, failure = %(failure)s, step_id = NULL, "
                 "step_due_at = NULL, updated_at = %(at)s WHERE id = %(id)s"
             )
-            row |= {"status": status, "failure": getattr(e, "reason", None)}
+            row |= {"status": STATUS_AFTER[type(e)], "failure": getattr(e, "reason", None)}
         else:
-            self.view.insert_tracking(tracking)
             return
-        self.view.write(statement, row, tracking)
+        curs.execute(self.sql(statement, t="recharges"), row)
+
+
+STATUS_AFTER = {
+    Recharge.Succeeded: "succeeded",
+    Recharge.Failed: "failed",
+    Recharge.SentToReview: "review",
+}
 
 
 class RechargesReader:
-    def __init__(self, pool: Any, table: str = RechargesView.table) -> None:
+    def __init__(self, pool: Any, table: str = "recharges") -> None:
         self.pool = pool
         self.table = Identifier(table)
 

@@ -1,13 +1,16 @@
 """Keeps each view up to date: one active runner per view and application, by advisory lock.
 
-Every API process may start runners; only the one that holds a view's advisory lock runs it,
-the others wait as standby and take over when the holder's connection goes away.
+Every process may start runners; only the one holding a feed's advisory lock runs it, the
+others wait as standby and take over when the holder's connection goes away. A watchdog
+restarts a runner whose position stalls behind the head of its log (a lost NOTIFY), and a
+view runner follows its view's live version, moving on when a rebuild switches versions.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,7 +24,11 @@ from eventsourcing.projection import (
     ProjectionRunner,
 )
 
+from projections.positions import head, live_version, position
+
 log = logging.getLogger(__name__)
+
+STALL_SECONDS = 15.0
 
 
 class Feed(Protocol):
@@ -29,6 +36,12 @@ class Feed(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def application_name(self) -> str: ...
+
+    @property
+    def tracking_name(self) -> str: ...
 
     def open(self, env: dict[str, str]) -> Any:
         """A started eventsourcing runner (a context manager with run_forever)."""
@@ -40,7 +53,7 @@ def lock_key(feed: Feed) -> int:
 
 @dataclass(frozen=True)
 class ViewFeed:
-    """One view fed by one application's log."""
+    """One view (at one version) fed by one application's log."""
 
     application_class: type[Any]
     projection_class: type[Projection[Any]]
@@ -51,8 +64,12 @@ class ViewFeed:
         return f"{self.projection_class.name}<-{self.application_class.name}"
 
     @property
-    def lock_key(self) -> int:
-        return lock_key(self)
+    def application_name(self) -> str:
+        return str(self.application_class.name)
+
+    @property
+    def tracking_name(self) -> str:
+        return str(self.projection_class.name)
 
     def open(self, env: dict[str, str]) -> Any:
         return ProjectionRunner(
@@ -76,8 +93,12 @@ class ProcessFeed:
         return f"{self.process_class.name}<-{self.application_class.name}"
 
     @property
-    def lock_key(self) -> int:
-        return lock_key(self)
+    def application_name(self) -> str:
+        return str(self.application_class.name)
+
+    @property
+    def tracking_name(self) -> str:
+        return str(self.process_class.name)
 
     def open(self, env: dict[str, str]) -> Any:
         return EventSourcedProjectionRunner(
@@ -87,14 +108,27 @@ class ProcessFeed:
         )
 
 
+class VersionedFeed(Protocol):
+    """A view's feed from one application, at whichever version is live."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def view_name(self) -> str: ...
+
+    def at(self, version: int) -> Feed: ...
+
+
 class SupervisedRunner(threading.Thread):
-    def __init__(self, feed: Feed, database_url: str, env: dict[str, str]) -> None:
-        super().__init__(name=f"runner-{feed.name}", daemon=True)
-        self.feed = feed
+    def __init__(self, source: Feed | VersionedFeed, database_url: str, env: dict[str, str]):
+        super().__init__(name=f"runner-{source.name}", daemon=True)
+        self.source = source
         self.database_url = database_url
         self.env = env
         self.stopping = threading.Event()
         self.active = threading.Event()
+        self.restarts = 0
 
     def stop(self) -> None:
         self.stopping.set()
@@ -104,25 +138,48 @@ class SupervisedRunner(threading.Thread):
             try:
                 self._run_while_holding_lock()
             except Exception:
-                log.exception("projection %s failed; restarting", self.feed.name)
+                log.exception("runner %s failed; restarting", self.source.name)
                 self.stopping.wait(2.0)
 
+    def _feed(self, conn: Any) -> tuple[Feed, int | None]:
+        if hasattr(self.source, "at"):
+            version = live_version(conn, self.source.view_name)
+            return self.source.at(version), version
+        return self.source, None  # type: ignore[return-value]
+
     def _run_while_holding_lock(self) -> None:
-        with psycopg.connect(self.database_url, autocommit=True) as lock_conn:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
             while not self.stopping.is_set():
-                row = lock_conn.execute(
-                    "SELECT pg_try_advisory_lock(%s)", (lock_key(self.feed),)
-                ).fetchone()
+                feed, version = self._feed(conn)
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(feed),)).fetchone()
                 if row and row[0]:
                     break
                 self.stopping.wait(1.0)
             else:
                 return
-            self.active.set()
             try:
-                with self.feed.open(self.env) as runner:
-                    while not self.stopping.is_set():
-                        runner.run_forever(timeout=1.0)
-                        lock_conn.execute("SELECT 1")
+                self.active.set()
+                with feed.open(self.env) as runner:
+                    self._watch(conn, runner, feed, version)
             finally:
                 self.active.clear()
+                conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(feed),))
+
+    def _watch(self, conn: Any, runner: Any, feed: Feed, version: int | None) -> None:
+        """Run until stopped, until the live version changes, or until the position stalls."""
+        last_position, since = -1, time.monotonic()
+        while not self.stopping.is_set():
+            runner.run_forever(timeout=1.0)
+            if version is not None and live_version(conn, self.source.view_name) != version:  # type: ignore[union-attr]
+                log.info("%s: version %s is no longer live; moving on", feed.name, version)
+                return
+            now_position = position(conn, feed.tracking_name, feed.application_name)
+            if now_position != last_position:
+                last_position, since = now_position, time.monotonic()
+            elif (
+                time.monotonic() - since > STALL_SECONDS
+                and head(conn, feed.application_name) > now_position
+            ):
+                log.warning("%s stalled at %s behind the head; restarting", feed.name, now_position)
+                self.restarts += 1
+                return

@@ -1,0 +1,103 @@
+"""Views: read models whose rows and tracking are written in one transaction, versioned so
+that a rebuild can fill the next version beside the live one.
+
+A view's tables are `<table>_v<version>`; readers go through a SQL view named `<table>` that
+points at the live version, so switching versions is one transaction. A continuous run writes
+one event per transaction and puts an event that fails into the dead letters (and moves on);
+a rebuild writes many events per transaction and stops at the first error.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.projection import Projection
+from psycopg import Cursor
+from psycopg.sql import SQL, Composed, Identifier
+
+
+class View(PostgresTrackingRecorder):
+    """Subclasses name the view and its tables and say how one event changes the rows."""
+
+    view_name: ClassVar[str] = ""
+    tables: ClassVar[tuple[str, ...]] = ()
+    keys: ClassVar[dict[str, str]] = {}
+    """Per table, the columns that identify a row, for verification reports."""
+    version: ClassVar[int] = 1
+
+    def apply(self, curs: Cursor[Any], event: Any, tracking: Tracking) -> None:
+        """Write what one event changes (nothing, for events the view ignores)."""
+        raise NotImplementedError
+
+    def table(self, base: str) -> Identifier:
+        return Identifier(versioned(base, self.version))
+
+    def sql(self, statement: str, **tables: str) -> Composed:
+        """`statement` with `{name}` placeholders bound to this version's tables."""
+        return SQL(statement).format(**{k: self.table(v) for k, v in tables.items()})
+
+    def record(self, events: Sequence[tuple[Any, Tracking]]) -> None:
+        """Apply events and track the last of them, all in one transaction."""
+        if not events:
+            return
+        with self.datastore.transaction(commit=True) as curs:
+            for event, tracking in events:
+                self.apply(curs, event, tracking)
+            self._insert_tracking(curs, events[-1][1])
+
+    def dead_letter(self, event: Any, tracking: Tracking, error: BaseException) -> None:
+        """Keep the failing event and the exception, and move past it."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "INSERT INTO dead_letters (view, version, application, notification_id, "
+                "topic, originator_id, error) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    self.view_name, self.version, tracking.application_name,
+                    tracking.notification_id, type(event).__qualname__,
+                    str(getattr(event, "originator_id", "")),
+                    "".join(traceback.format_exception_only(type(error), error)).strip(),
+                ),
+            )
+            self._insert_tracking(curs, tracking)
+
+    def is_live(self) -> bool:
+        with self.datastore.transaction(commit=False) as curs:
+            row = curs.execute(
+                "SELECT live_version FROM projection_versions WHERE name = %s",
+                (self.view_name,),
+            ).fetchone()
+        return row is not None and row["live_version"] == self.version
+
+    @classmethod
+    def at_version(cls, version: int) -> type[View]:
+        return type(f"{cls.__name__}V{version}", (cls,), {"version": version})
+
+    @classmethod
+    def tracking_name(cls, version: int) -> str:
+        return versioned(cls.view_name, version)
+
+
+def versioned(base: str, version: int) -> str:
+    return f"{base}_v{version}"
+
+
+class ViewProjection(Projection[View]):
+    """The continuous run of a view: a failing event is dead-lettered while the view is live
+    (a view that is no longer live stops instead: it is being replaced)."""
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        try:
+            self.view.record([(domain_event, tracking)])
+        except Exception as error:
+            if not self.view.is_live():
+                raise
+            self.view.dead_letter(domain_event, tracking, error)
+
+
+def projection_for(view_class: type[View], version: int) -> type[ViewProjection]:
+    name = versioned(view_class.view_name, version)
+    return type(f"{view_class.__name__}ProjectionV{version}", (ViewProjection,), {"name": name})
