@@ -10,7 +10,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.background import start_background
-from adapters.database import open_pool
+from adapters.database import application_env, open_pool
+from adapters.payments import gateways
 from adapters.rate_limits import RateLimiter
 from adapters.settings import Settings
 from adapters.sms import NoSmsProvider, SandboxSms
@@ -18,7 +19,8 @@ from adapters.verification import VerificationCodes
 from api import problems
 from api.auth import Authenticator
 from api.problems import problem_response
-from api.routes import codes, distribution, ledger, operations, page, recharges
+from api.routes import cards, codes, distribution, ledger, operations, page, recharges
+from ledger.cards.application import Cards
 from projections.catalog import Views
 
 
@@ -93,11 +95,23 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             "channel",
             lambda channel_id, key_id: app.state.distribution.channel(channel_id).key_id == key_id,
         )
+        app.state.cards = Cards(
+            env=application_env(
+                settings, database_url, POSTGRES_POOL_SIZE="2", POSTGRES_MAX_OVERFLOW="6"
+            )
+        )
+        app.state.payments, app.state.payouts = gateways(settings.sandbox)
+        app.state.authenticator.accept_keys(
+            "mk_",
+            "merchant",
+            lambda merchant_id, key_id: app.state.cards.merchant(merchant_id).key_id == key_id,
+        )
         app.state.views = Views(pool)
         try:
             yield
         finally:
             background.stop()
+            app.state.cards.close()
             pool.close()
 
     app = FastAPI(
@@ -107,7 +121,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (distribution, codes, recharges, ledger, operations, page):
+    for module in (distribution, codes, recharges, cards, ledger, operations, page):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.ledger_max_body_bytes)
     return app

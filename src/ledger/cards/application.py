@@ -14,7 +14,7 @@ from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Transcoder
+from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
 from ledger.cards.cards import CardPurchase, MainCard
 from ledger.cards.consumptions import Consumption, ConsumptionRefund
@@ -59,7 +59,7 @@ class Cards(Application[UUID]):
         self.clock = clock
         self.share_depth = int(self.env.get("SHARE_DEPTH", str(DEFAULT_SHARE_DEPTH)))
 
-    def register_transcodings(self, transcoder: Transcoder) -> None:
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         register_ledger_transcodings(transcoder)
 
@@ -224,7 +224,7 @@ class Cards(Application[UUID]):
     def listings(self) -> list[SharedCard]:
         """Published cards not yet expired, oldest first."""
         try:
-            platform = self.repository.get(SHARING_PLATFORM_ID)
+            platform: SharingPlatform = self.repository.get(SHARING_PLATFORM_ID)
         except AggregateNotFoundError:
             return []
         now = self.clock()
@@ -567,6 +567,12 @@ class Cards(Application[UUID]):
             raise NotFound(f"consumption {consumption_id} not found")
         return consumption
 
+    def recorded_consumption(self, merchant_id: UUID, consumption_id: UUID) -> Consumption | None:
+        """The consumption this command already recorded, if it did."""
+        if consumption_id not in self.repository:
+            return None
+        return self.consumption_at(merchant_id, consumption_id)
+
     def withdrawal_of(self, member_id: UUID, withdrawal_id: UUID) -> Withdrawal:
         withdrawal = self.withdrawal(withdrawal_id)
         if withdrawal.member_id != member_id:
@@ -577,7 +583,7 @@ class Cards(Application[UUID]):
 
     def _get(self, aggregate_id: UUID, kind: type[Any], what: str) -> Any:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"{what} {aggregate_id} not found") from None
         if not isinstance(aggregate, kind):

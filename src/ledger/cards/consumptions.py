@@ -137,6 +137,7 @@ class Consumption(Aggregate):
             if amount > 0
         ]
         payments = accounts.external_payments(price.currency)
+        transfers = [(payments, account, price.currency, amount) for _, account, amount in parties]
         return cls(
             id=consumption_id,
             merchant_id=merchant_id,
@@ -150,9 +151,7 @@ class Consumption(Aggregate):
             card_debited=Money(0, price.currency),
             month=month,
             splits=splits,
-            postings=Postings.of(
-                *((payments, line["account"], price.currency, line["amount"]) for line in splits)
-            ),
+            postings=Postings.of(*(transfer for transfer in transfers if transfer[3] > 0)),
         )
 
 
