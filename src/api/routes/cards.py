@@ -459,7 +459,6 @@ def consume(
     me = acting(call.principal, "merchant")
     card_id = parse_id(body.card_id, "card")
     price = body.price.to_money()
-    payments = payments_of(request)
 
     def command(command_id: UUID) -> Answer:
         cards = cards_of(request)
@@ -470,12 +469,12 @@ def consume(
         card = cards.card(card_id)
         payer = card.holder_id if isinstance(card, SharedCard) else None
         if payer is not None:
-            payments.charge(command_id, payer, quote.consumer_pays)
+            payments_of(request).charge(command_id, payer, quote.consumer_pays)
         try:
             consumption = cards.consume(command_id, me, card_id, price)
         except DomainError:
             if payer is not None:
-                payments.refund(command_id)
+                payments_of(request).refund(command_id)
             raise
         return 201, consumption_view(consumption)
 
