@@ -13,7 +13,7 @@ from adapters.jobs import Jobs, Runtime, make_broker, start_worker
 from adapters.outbox import Sweeper, dispatcher_feed
 from adapters.settings import Settings
 from projections.catalog import continuous_feeds
-from projections.runner import SupervisedRunner
+from projections.runner import LockSession, SupervisedRunner
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Background:
     runners: list[SupervisedRunner] = field(default_factory=list)
     sweeper: Sweeper | None = None
     worker: dramatiq.Worker | None = None
+    session: LockSession | None = None
 
     def stop(self) -> None:
         threads: list[Any] = [*self.runners, *([self.sweeper] if self.sweeper else [])]
@@ -32,6 +33,8 @@ class Background:
             thread.stop()
         for thread in threads:
             thread.join(timeout=10)
+        if self.session is not None:
+            self.session.close()
         if self.worker is not None:
             self.worker.stop(timeout=5_000)
         self.broker.close()
@@ -48,10 +51,13 @@ def start_background(
     background = Background(runtime, broker, jobs, open_pool(database_url, size=2))
     if run_projections:
         env = application_env(
-            settings, database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="2"
+            settings, database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="1"
         )
         feeds = [*continuous_feeds(), dispatcher_feed(runtime, jobs)]
-        background.runners = [SupervisedRunner(feed, database_url, env) for feed in feeds]
+        background.session = LockSession(database_url)
+        background.runners = [
+            SupervisedRunner(feed, database_url, env, background.session) for feed in feeds
+        ]
         background.sweeper = Sweeper(runtime, jobs, background.pool)
         for thread in [*background.runners, background.sweeper]:
             thread.start()

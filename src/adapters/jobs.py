@@ -50,7 +50,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, database_url: str) -> None:
         env = application_env(
-            settings, database_url, POSTGRES_POOL_SIZE="2", POSTGRES_MAX_OVERFLOW="6"
+            settings, database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="7"
         )
         self.settings = settings
         self.distribution = Distribution(env=env)

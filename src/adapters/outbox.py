@@ -69,6 +69,10 @@ def final_state_event(e: Any, recharge: Recharge) -> dict[str, Any]:
     }
 
 
+DISPATCHER_FEED = ViewFeed(Recharges, Dispatcher, PostgresTrackingRecorder)
+"""For reports of where the dispatcher stands (the running one is bound to its context)."""
+
+
 def dispatcher_feed(runtime: Runtime, jobs: Jobs) -> ViewFeed:
     bound = type("BoundDispatcher", (Dispatcher,), {"runtime": runtime, "jobs": jobs})
     bound.name = Dispatcher.name

@@ -6,6 +6,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 from enum import StrEnum
 from typing import Annotated
 
@@ -129,8 +130,10 @@ def worker(
 
     settings = Settings()
     if not settings.broker_url:
-        console.print("[red]BROKER_URL is not set: without a broker, `ledger serve` runs the "
-                      "workers in its own process.[/red]")
+        console.print(
+            "[red]BROKER_URL is not set: without a broker, `ledger serve` runs the "
+            "workers in its own process.[/red]"
+        )
         raise typer.Exit(2)
     url = database_url(settings)
     runtime = Runtime(settings, url)
@@ -164,6 +167,230 @@ def run_projections() -> None:
         wait_for_signal()
     finally:
         background.stop()
+
+
+@projections_cli.command("status")
+def projections_status(
+    names: Annotated[bool, typer.Option("--names", help="Print only the view names.")] = False,
+) -> None:
+    """A table of every view: version, position, head, lag and state."""
+    import psycopg
+    from rich.table import Table
+
+    from adapters.outbox import DISPATCHER_FEED
+    from projections.catalog import VIEWS
+    from projections.status import standings
+
+    if names:
+        for spec in VIEWS:
+            print(spec.name)
+        return
+    url = database_url(Settings())
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = standings(conn, [DISPATCHER_FEED])
+    table = Table(title="Projections")
+    for column in ("view", "application", "version", "position", "head", "lag", "state", "dead"):
+        table.add_column(
+            column, justify="right" if column in ("position", "head", "lag") else "left"
+        )
+    for row in rows:
+        table.add_row(
+            row.name,
+            row.application,
+            "-" if row.version is None else str(row.version),
+            str(row.position),
+            str(row.head),
+            str(row.lag),
+            row.status,
+            str(row.dead_letters),
+        )
+    Console().print(table)
+
+
+@projections_cli.command("rebuild")
+def projections_rebuild(
+    name: Annotated[
+        str, typer.Argument(help="The view (see `ledger projections status --names`).")
+    ],
+) -> None:
+    """Rebuild a view blue/green: the next version from the start of the logs, then switch."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from projections.catalog import view
+    from projections.rebuild import RebuildFailed, rebuild
+
+    settings = Settings()
+    url = database_url(settings)
+    try:
+        spec = view(name)
+    except LookupError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>9} ev/s"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"rebuilding {name}", total=None, rate="-")
+        started = time.monotonic()
+
+        def progress(done: int, total: int) -> None:
+            rate = done / max(time.monotonic() - started, 1e-6)
+            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f}")
+
+        try:
+            result = rebuild(spec, url, tool_env(settings, url), progress)
+        except RebuildFailed as error:
+            console.print(f"[red]rebuild stopped, the live version is untouched: {error}[/red]")
+            raise typer.Exit(1) from error
+    console.print(
+        f"{name}: version {result.new_version} is live (was {result.old_version}); "
+        f"{result.events:,} events in {result.seconds:.1f} s"
+    )
+
+
+@cli.command()
+def verify() -> None:
+    """Replay every event, check the hash chains, recompute every view and compare."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from projections.verify import verify as run_verify
+
+    settings = Settings()
+    url = database_url(settings)
+    with Progress(
+        TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as bar:
+        task = bar.add_task("verify", total=None)
+        report = run_verify(
+            url,
+            tool_env(settings, url),
+            lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    events = ", ".join(f"{name} {count:,}" for name, count in report.events.items())
+    if not report.ok:
+        console.print(f"[red]DIVERGENCE: {report.divergence}[/red]")
+        console.print(f"(events checked before it: {events})")
+        raise typer.Exit(1)
+    rows = sum(report.rows_compared.values())
+    console.print(
+        f"OK: {events} events, hash chains intact; {rows:,} view rows recomputed and equal "
+        f"({report.seconds:.1f} s)"
+    )
+
+
+checkpoint_cli = typer.Typer(help="Signed checkpoints at a close.", invoke_without_command=True)
+cli.add_typer(checkpoint_cli, name="checkpoint")
+
+
+@checkpoint_cli.callback()
+def checkpoint(
+    ctx: typer.Context,
+    out: Annotated[
+        str | None, typer.Option(help="Write the statement here (default: stdout).")
+    ] = None,
+) -> None:
+    """Take a signed statement: head hashes, trial balance, account balances."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from projections.checkpoint import take
+
+    settings = Settings()
+    statement = take(database_url(settings), settings.secret_bytes)
+    text = json.dumps(statement, indent=2, sort_keys=True, default=str)
+    if out:
+        with open(out, "w") as file:
+            file.write(text + "\n")
+        console.print(f"checkpoint written to {out} (heads: {statement['heads']})")
+    else:
+        print(text)
+
+
+@checkpoint_cli.command("verify")
+def checkpoint_verify(file: Annotated[str, typer.Argument(help="A checkpoint file.")]) -> None:
+    """Check a checkpoint's signature, and that the database still agrees with it."""
+    import json
+
+    from projections.checkpoint import check
+
+    settings = Settings()
+    with open(file) as handle:
+        statement = json.load(handle)
+    problems = check(database_url(settings), statement, settings.secret_bytes)
+    if problems:
+        for problem in problems:
+            console.print(f"[red]{problem}[/red]")
+        raise typer.Exit(1)
+    console.print(f"OK: the checkpoint of {statement['taken_at']} holds")
+
+
+class Export(StrEnum):
+    journal = "journal"
+    balances = "balances"
+
+
+@cli.command()
+def export(
+    what: Annotated[Export, typer.Argument(help="journal (one line per posting) or balances")],
+    start: Annotated[str | None, typer.Option("--from", help="ISO date or time, inclusive")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ISO date or time, exclusive")] = None,
+) -> None:
+    """Write the journal or the balances of a period as CSV to stdout."""
+    import csv
+    from datetime import UTC, datetime
+
+    from adapters.database import open_pool
+    from projections.journal import JournalReader
+
+    def moment(text: str | None) -> datetime | None:
+        if text is None:
+            return None
+        parsed = datetime.fromisoformat(text)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    pool = open_pool(database_url(Settings()), size=2)
+    writer = csv.writer(sys.stdout)
+    reader = JournalReader(pool)
+    try:
+        if what is Export.journal:
+            writer.writerow(
+                [
+                    "recorded_at",
+                    "application",
+                    "notification_id",
+                    "line",
+                    "account",
+                    "asset",
+                    "amount",
+                    "kind",
+                ]
+            )
+            for row in reader.lines(moment(start), moment(end)):
+                writer.writerow([row[0].isoformat(), *row[1:]])
+        else:
+            writer.writerow(["account", "asset", "opening", "debits", "credits", "closing"])
+            for row in reader.balances_between(moment(start), moment(end)):
+                writer.writerow(row)
+    finally:
+        pool.close()
+
+
+def tool_env(settings: Settings, url: str) -> dict[str, str]:
+    """Operator tools keep to a connection or two per application."""
+    from adapters.database import application_env
+
+    return application_env(settings, url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="2")
 
 
 def wait_for_signal() -> None:

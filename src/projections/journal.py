@@ -108,7 +108,11 @@ class JournalReader:
 
     def lines(self, start: datetime | None, end: datetime | None) -> Any:
         """Every line recorded in [start, end), in log order, streamed."""
-        with self.pool.connection() as conn, conn.cursor(name="journal_export") as cursor:
+        with (
+            self.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(name="journal_export") as cursor,
+        ):
             cursor.itersize = 2000
             cursor.execute(
                 "SELECT recorded_at, application, notification_id, line, account, asset, amount, "

@@ -8,6 +8,7 @@ view runner follows its view's live version, moving on when a rebuild switches v
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -120,12 +121,60 @@ class VersionedFeed(Protocol):
     def at(self, version: int) -> Feed: ...
 
 
+class LockSession:
+    """One connection per process holds the advisory locks of all its runners and answers
+    their watchdogs' queries. If it breaks, every lock it held is gone: `epoch` changes and
+    the runners that held one stop, then compete for the locks again."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.epoch = 0
+        self._conn: Any = None
+        self._mutex = threading.Lock()
+
+    def run(self, query: Any) -> tuple[Any, int]:
+        with self._mutex:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.database_url, autocommit=True)
+                self.epoch += 1
+            try:
+                return query(self._conn), self.epoch
+            except psycopg.OperationalError:
+                self._conn.close()
+                self._conn = None
+                raise
+
+    def try_lock(self, key: int) -> int | None:
+        """The epoch the lock is held in, or None if another session holds it."""
+        got, epoch = self.run(
+            lambda conn: conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+        )
+        return epoch if got else None
+
+    def unlock(self, key: int, epoch: int) -> None:
+        with contextlib.suppress(psycopg.Error):
+            if epoch == self.epoch:
+                self.run(lambda conn: conn.execute("SELECT pg_advisory_unlock(%s)", (key,)))
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
 class SupervisedRunner(threading.Thread):
-    def __init__(self, source: Feed | VersionedFeed, database_url: str, env: dict[str, str]):
+    def __init__(
+        self,
+        source: Feed | VersionedFeed,
+        database_url: str,
+        env: dict[str, str],
+        session: LockSession | None = None,
+    ):
         super().__init__(name=f"runner-{source.name}", daemon=True)
         self.source = source
-        self.database_url = database_url
         self.env = env
+        self.session = session or LockSession(database_url)
         self.stopping = threading.Event()
         self.active = threading.Event()
         self.restarts = 0
@@ -148,38 +197,43 @@ class SupervisedRunner(threading.Thread):
         return self.source, None  # type: ignore[return-value]
 
     def _run_while_holding_lock(self) -> None:
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            while not self.stopping.is_set():
-                feed, version = self._feed(conn)
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(feed),)).fetchone()
-                if row and row[0]:
-                    break
-                self.stopping.wait(1.0)
-            else:
-                return
-            try:
-                self.active.set()
-                with feed.open(self.env) as runner:
-                    self._watch(conn, runner, feed, version)
-            finally:
-                self.active.clear()
-                conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(feed),))
+        while not self.stopping.is_set():
+            (feed, version), _ = self.session.run(self._feed)
+            epoch = self.session.try_lock(lock_key(feed))
+            if epoch is not None:
+                break
+            self.stopping.wait(1.0)
+        else:
+            return
+        try:
+            self.active.set()
+            with feed.open(self.env) as runner:
+                self._watch(runner, feed, version, epoch)
+        finally:
+            self.active.clear()
+            self.session.unlock(lock_key(feed), epoch)
 
-    def _watch(self, conn: Any, runner: Any, feed: Feed, version: int | None) -> None:
-        """Run until stopped, until the live version changes, or until the position stalls."""
+    def _watch(self, runner: Any, feed: Feed, version: int | None, epoch: int) -> None:
+        """Run until stopped, the lock is lost, the live version changes, or it stalls."""
         last_position, since = -1, time.monotonic()
         while not self.stopping.is_set():
             runner.run_forever(timeout=1.0)
-            if version is not None and live_version(conn, self.source.view_name) != version:  # type: ignore[union-attr]
+            (live, at, top), now_epoch = self.session.run(
+                lambda conn: (
+                    live_version(conn, self.source.view_name) if version is not None else None,  # type: ignore[union-attr]
+                    position(conn, feed.tracking_name, feed.application_name),
+                    head(conn, feed.application_name),
+                )
+            )
+            if now_epoch != epoch:
+                log.warning("%s lost its lock with its connection; competing again", feed.name)
+                return
+            if live != version:
                 log.info("%s: version %s is no longer live; moving on", feed.name, version)
                 return
-            now_position = position(conn, feed.tracking_name, feed.application_name)
-            if now_position != last_position:
-                last_position, since = now_position, time.monotonic()
-            elif (
-                time.monotonic() - since > STALL_SECONDS
-                and head(conn, feed.application_name) > now_position
-            ):
-                log.warning("%s stalled at %s behind the head; restarting", feed.name, now_position)
+            if at != last_position:
+                last_position, since = at, time.monotonic()
+            elif top > at and time.monotonic() - since > STALL_SECONDS:
+                log.warning("%s stalled at %s behind the head; restarting", feed.name, at)
                 self.restarts += 1
                 return
