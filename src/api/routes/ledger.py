@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import AwareDatetime
 
 from api.auth import Principal, authenticate, require
 
@@ -15,13 +16,23 @@ AccountName = Path(min_length=3, max_length=300, pattern=r"^[a-z]+(:[A-Za-z0-9_.
 
 @router.get("/accounts/{account}/balance")
 def account_balance(
-    request: Request, account: str = AccountName, principal: Principal = Depends(authenticate)
+    request: Request,
+    account: str = AccountName,
+    as_of: AwareDatetime | None = Query(None, description="Balance by event time (UTC)."),
+    principal: Principal = Depends(authenticate),
 ) -> Any:
+    """Posted, pending and available per asset; with `as_of`, as they stood then."""
     require(principal, "finance")
-    request.app.state.views.catch_up()
-    balances = request.app.state.views.balances.of_account(account)
+    views = request.app.state.views
+    if as_of is None:
+        views.catch_up()
+        balances = views.balances.of_account(account)
+    else:
+        views.catch_up("journal")
+        balances = views.journal.balance_as_of(account, as_of)
     return {
         "account": account,
+        "as_of": as_of.isoformat() if as_of else None,
         "balances": [
             {"asset": asset, "posted": posted, "pending": pending, "available": posted - pending}
             for asset, (posted, pending) in sorted(balances.items())
@@ -38,3 +49,42 @@ def trial_balance(request: Request, principal: Principal = Depends(authenticate)
         "items": [{"asset": asset, "total": total} for asset, total in totals.items()],
         "balanced": all(total == 0 for total in totals.values()),
     }
+
+
+@router.get("/journal")
+def journal(
+    request: Request,
+    application: str | None = Query(None, pattern="^(distribution|cards)$"),
+    limit: int = Query(50, ge=1, le=100),
+    after: str | None = Query(None, pattern=r"^[a-z]+:[0-9]+$", description="a next_cursor"),
+    principal: Principal = Depends(authenticate),
+) -> Any:
+    """Every movement in log order (by application, then position), with its postings,
+    its event id and its link in the hash chain."""
+    require(principal, "finance")
+    views = request.app.state.views
+    views.catch_up("journal")
+    cursor = None
+    if after:
+        name, number = after.split(":")
+        cursor = (name, int(number))
+    rows = views.journal.entries(application, cursor, limit + 1)
+    items = [
+        {
+            "application": row["application"],
+            "position": row["notification_id"],
+            "event_id": f"{row['originator_id']}:{row['originator_version']}",
+            "topic": row["topic"],
+            "recorded_at": row["recorded_at"].isoformat(),
+            "postings": [
+                {"account": a, "asset": k, "amount": n} for a, k, n in row["postings"]
+            ],
+            "holds": [{"account": a, "asset": k, "amount": n} for a, k, n in row["holds"]],
+            "chain_hash": row["chain_hash"],
+        }
+        for row in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = f"{items[-1]['application']}:{items[-1]['position']}"
+    return {"items": items, "next_cursor": next_cursor}

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from adapters.outbox import DISPATCHER_FEED
+from api.auth import Principal, authenticate, require
+from projections.status import standings
 
 router = APIRouter(tags=["operations"])
 
@@ -27,3 +31,12 @@ def health(request: Request) -> Any:
 @router.get("/metrics")
 def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/projections")
+def projections(request: Request, principal: Principal = Depends(authenticate)) -> Any:
+    """Where every view stands: version, position, head, lag, status, dead letters."""
+    require(principal, "operator")
+    with request.app.state.pool.connection() as conn:
+        rows = standings(conn, [DISPATCHER_FEED])
+    return [row.as_dict() for row in rows]
