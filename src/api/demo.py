@@ -74,7 +74,7 @@ def load_demo(
         table.add_row(
             channel.name,
             str(level),
-            str(channel.funds_in("CNY").amount),
+            str(channel.funds_in("CNY")),
             *(str(channel.stock_of(p.id)) for p in products),
         )
     console.print(table)

@@ -141,8 +141,8 @@ def deposit(
 
     def command(command_id: UUID) -> tuple[int, dict[str, Any]]:
         channel = app_of(request).deposit(command_id, target, amount)
-        funds = channel.funds_in(amount.currency)
-        return 201, {"id": str(command_id), "funds": MoneyOut.of(funds).model_dump()}
+        funds = MoneyOut(amount=channel.funds_in(amount.currency), currency=amount.currency)
+        return 201, {"id": str(command_id), "funds": funds.model_dump()}
 
     return call.run(command)
 

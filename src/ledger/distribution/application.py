@@ -17,7 +17,7 @@ from ledger.distribution.channel import Channel
 from ledger.distribution.code_format import MalformedCode, keyed_hash, new_code
 from ledger.distribution.codes import MAX_BATCH, Code, CodeBatch, code_id
 from ledger.distribution.movements import Deposit, StockPurchase
-from ledger.errors import CodeInvalid, CodeMalformed, InvalidAmount, NotFound
+from ledger.errors import AlreadyExists, CodeInvalid, CodeMalformed, InvalidAmount, NotFound
 from ledger.money import Money, require_quantity
 from ledger.postings import Postings
 from ledger.transcodings import register_ledger_transcodings
@@ -101,7 +101,11 @@ class Distribution(Application[UUID]):
             self.save(deposit, channel)
             return channel
 
-        return self._once(movement_id, decide, channel_id, lambda: self.channel(channel_id))
+        def replay() -> Channel:
+            self._movement(movement_id, Deposit, channel_id)
+            return self.channel(channel_id)
+
+        return self._once(movement_id, decide, channel_id, replay)
 
     def purchase_stock(
         self, movement_id: UUID, channel_id: UUID, product_id: UUID, quantity: int
@@ -405,6 +409,15 @@ class Distribution(Application[UUID]):
 
         ids = [i for i in (channel_id, *more_ids) if i is not None]
         return self.commands.run(decide_unless_recorded, *ids)
+
+    def _movement(self, movement_id: UUID, kind: type[Any], channel_id: UUID) -> Any:
+        """The movement a repeated command id recorded; refused if that id recorded
+        something else (another kind of movement, or another channel's)."""
+        found = self.repository.get(movement_id)
+        owner = getattr(found, "channel_id", getattr(found, "buyer_id", None))
+        if not isinstance(found, kind) or owner != channel_id:
+            raise AlreadyExists(f"the command id {movement_id} was used for another movement")
+        return found
 
     def _toggle(self, channel_id: UUID, *, suspend: bool) -> Channel:
         def decide() -> Channel:

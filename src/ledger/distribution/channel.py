@@ -45,8 +45,9 @@ class Channel(Aggregate):
         """True when this channel is `ancestor_id` or lies below it."""
         return self.id == ancestor_id or ancestor_id in self.ancestry
 
-    def funds_in(self, currency: str) -> Money:
-        return Money(self.funds.get(currency, 0), currency)
+    def funds_in(self, currency: str) -> int:
+        """A balance, in minor units: it may grow past what one command may move."""
+        return self.funds.get(currency, 0)
 
     def stock_of(self, product_id: UUID) -> int:
         return self.on_hand.get(str(product_id), 0)
@@ -66,10 +67,10 @@ class Channel(Aggregate):
         self.funds[amount.currency] = self.funds.get(amount.currency, 0) + amount.amount
 
     def buy(self, movement_id: UUID, product_id: UUID, quantity: int, cost: Money) -> None:
-        if self.funds_in(cost.currency).amount < cost.amount:
+        if self.funds_in(cost.currency) < cost.amount:
             raise InsufficientFunds(
                 f"{cost.amount} {cost.currency} needed, "
-                f"{self.funds_in(cost.currency).amount} available"
+                f"{self.funds_in(cost.currency)} available"
             )
         self._bought(movement_id, product_id, quantity, cost)
 
