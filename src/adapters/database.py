@@ -44,6 +44,7 @@ def application_env(settings: Any, database_url: str, **overrides: str) -> dict[
     env.update(
         CODE_HASH_KEY=settings.ledger_code_hash_key,
         RECHARGE_DEADLINE_SECONDS=str(settings.ledger_recharge_deadline_seconds),
+        CARDS_SHARE_DEPTH=str(settings.ledger_share_depth),
     )
     env.update(overrides)
     return env

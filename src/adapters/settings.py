@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     ledger_lockout_wrong_codes: int = Field(
         default=10, description="Wrong codes from one address in 15 minutes before a lock-out."
     )
+    ledger_share_depth: int = Field(
+        default=1,
+        ge=0,
+        le=10,
+        description="How many times a card its owner shared may be passed on (anti-pyramid cap).",
+    )
     ledger_worker_threads: int = Field(default=4, description="Threads of each dramatiq worker.")
     ledger_sandbox_platform_port: int = Field(
         default=8100, description="Port of the sandbox platform `ledger serve` starts (sandbox)."

@@ -37,7 +37,8 @@ from ledger.money import Money
 from ledger.transcodings import register_ledger_transcodings
 
 DEFAULT_SHARE_DEPTH = 1
-"""How many times a card the owner shared may be passed on (env CARDS_SHARE_DEPTH)."""
+"""How many times a card the owner shared may be passed on (LEDGER_SHARE_DEPTH, given to the
+application as CARDS_SHARE_DEPTH, or SHARE_DEPTH with eventsourcing's name prefix)."""
 
 MAX_USES = 1_000_000
 
