@@ -17,7 +17,14 @@ from ledger.distribution.channel import Channel
 from ledger.distribution.code_format import MalformedCode, keyed_hash, new_code
 from ledger.distribution.codes import MAX_BATCH, Code, CodeBatch, code_id
 from ledger.distribution.movements import Deposit, StockPurchase
-from ledger.errors import AlreadyExists, CodeInvalid, CodeMalformed, InvalidAmount, NotFound
+from ledger.errors import (
+    AlreadyExists,
+    CodeInvalid,
+    CodeMalformed,
+    DomainError,
+    InvalidAmount,
+    NotFound,
+)
 from ledger.money import Money, require_quantity
 from ledger.postings import Postings
 from ledger.transcodings import register_ledger_transcodings
@@ -112,7 +119,7 @@ class Distribution(Application[UUID]):
     ) -> tuple[StockPurchase, Channel]:
         require_quantity(quantity)
         product = self.product(product_id)
-        buyer = self.channel(channel_id)
+        parent_id = self.channel(channel_id).parent_id
 
         def decide() -> tuple[StockPurchase, Channel]:
             buyer = self.channel(channel_id)
@@ -146,7 +153,7 @@ class Distribution(Application[UUID]):
         def replay() -> tuple[StockPurchase, Channel]:
             return self._get(movement_id, StockPurchase, "stock purchase"), self.channel(channel_id)
 
-        return self._once(movement_id, decide, channel_id, replay, buyer.parent_id)
+        return self._once(movement_id, decide, channel_id, replay, parent_id)
 
     def set_price(self, channel_id: UUID, product_id: UUID, price: Money) -> Channel:
         product = self.product(product_id)
@@ -400,12 +407,23 @@ class Distribution(Application[UUID]):
     def _once(
         self, movement_id: UUID, decide: Any, channel_id: UUID, replay: Any, *more_ids: UUID | None
     ) -> Any:
-        """Run a movement once: a repeated movement id returns what the first run recorded."""
+        """Run a movement once: a repeated movement id returns what the first run recorded.
+
+        The first run is the common case, so the event store's uniqueness of the movement id
+        is what detects a repeat: only a save that conflicts, or a refusal, looks further.
+        """
 
         def decide_unless_recorded() -> Any:
-            if movement_id in self.repository:
-                return replay()
-            return decide()
+            try:
+                return decide()
+            except IntegrityError:
+                if movement_id in self.repository:
+                    return replay()
+                raise
+            except DomainError:
+                if movement_id in self.repository:
+                    return replay()
+                raise
 
         ids = [i for i in (channel_id, *more_ids) if i is not None]
         return self.commands.run(decide_unless_recorded, *ids)
