@@ -49,10 +49,22 @@ def database_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(name)
+
+
+def drop_database(name: str, attempts: int = 10) -> None:
+    """Retried: a server crowded by other test runs may refuse a connection for a moment."""
+    for attempt in range(attempts):
+        try:
+            with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+            return
+        except psycopg.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1)
 
 
 # processes
