@@ -13,7 +13,7 @@ from adapters.jobs import Jobs, Runtime, make_broker, start_worker
 from adapters.outbox import Sweeper, dispatcher_feed
 from adapters.settings import Settings
 from projections.catalog import continuous_feeds
-from projections.runner import LockSession, SupervisedRunner
+from projections.runner import LockSession, Shared, SupervisedRunner
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Background:
     sweeper: Sweeper | None = None
     worker: dramatiq.Worker | None = None
     session: LockSession | None = None
+    shared: Shared | None = None
 
     def stop(self) -> None:
         threads: list[Any] = [*self.runners, *([self.sweeper] if self.sweeper else [])]
@@ -35,6 +36,8 @@ class Background:
             thread.join(timeout=10)
         if self.session is not None:
             self.session.close()
+        if self.shared is not None:
+            self.shared.close()
         if self.worker is not None:
             self.worker.stop(timeout=5_000)
         self.broker.close()
@@ -55,8 +58,10 @@ def start_background(
         )
         feeds = [*continuous_feeds(), dispatcher_feed(runtime, jobs)]
         background.session = LockSession(database_url)
+        background.shared = Shared(env, subscribers=len(feeds))
         background.runners = [
-            SupervisedRunner(feed, database_url, env, background.session) for feed in feeds
+            SupervisedRunner(feed, database_url, env, background.session, background.shared)
+            for feed in feeds
         ]
         background.sweeper = Sweeper(runtime, jobs, background.pool)
         for thread in [*background.runners, background.sweeper]:

@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psycopg
+from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import (
+    ApplicationSubscription,
     EventSourcedProjection,
     EventSourcedProjectionRunner,
     Projection,
-    ProjectionRunner,
 )
+from eventsourcing.utils import Environment
 
 from projections.positions import head, live_version, position
 
@@ -44,8 +46,8 @@ class Feed(Protocol):
     @property
     def tracking_name(self) -> str: ...
 
-    def open(self, env: dict[str, str]) -> Any:
-        """A started eventsourcing runner (a context manager with run_forever)."""
+    def open(self, shared: Shared) -> Any:
+        """A runner to enter (a context manager with run_forever)."""
 
 
 def lock_key(feed: Feed) -> int:
@@ -72,13 +74,11 @@ class ViewFeed:
     def tracking_name(self) -> str:
         return str(self.projection_class.name)
 
-    def open(self, env: dict[str, str]) -> Any:
-        return ProjectionRunner(
-            application_class=self.application_class,
-            projection_class=self.projection_class,
-            view_class=self.view_class,
-            env=env,
+    def open(self, shared: Shared) -> Any:
+        view = self.view_class(
+            datastore=shared.datastore(), tracking_table_name=f"{self.tracking_name}_tracking"
         )
+        return SharedRunner(shared.application(self.application_class), self.projection_class(view))
 
 
 @dataclass(frozen=True)
@@ -101,12 +101,89 @@ class ProcessFeed:
     def tracking_name(self) -> str:
         return str(self.process_class.name)
 
-    def open(self, env: dict[str, str]) -> Any:
+    def open(self, shared: Shared) -> Any:
         return EventSourcedProjectionRunner(
             application_class=self.application_class,
             projection_class=self.process_class,
-            env=env,
+            env=shared.env,
         )
+
+
+class Shared:
+    """What the runners of one process share: an instance of each application they follow
+    and one connection pool for all views. Each subscription still holds its own LISTEN
+    connection, so the applications' pools grow with the runners (`subscribers`)."""
+
+    def __init__(self, env: dict[str, str], subscribers: int = 8) -> None:
+        self.env = env
+        self.subscribers = subscribers
+        self._applications: dict[type[Any], Any] = {}
+        self._datastore: Any = None
+        self._mutex = threading.Lock()
+
+    def application(self, application_class: type[Any]) -> Any:
+        with self._mutex:
+            if application_class not in self._applications:
+                env = {**self.env, "POSTGRES_POOL_SIZE": "1"}
+                env["POSTGRES_MAX_OVERFLOW"] = str(self.subscribers + 1)
+                self._applications[application_class] = application_class(env=env)
+            return self._applications[application_class]
+
+    def datastore(self) -> Any:
+        with self._mutex:
+            if self._datastore is None:
+                env = {**self.env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "4"}
+                factory = InfrastructureFactory.construct(env=Environment("views", env))
+                self._datastore = factory.datastore  # type: ignore[attr-defined]
+            return self._datastore
+
+    def close(self) -> None:
+        with self._mutex:
+            for application in self._applications.values():
+                application.close()
+            self._applications.clear()
+            if self._datastore is not None:
+                self._datastore.close()
+                self._datastore = None
+
+
+class SharedRunner:
+    """Runs one projection over its own subscription to a shared application instance."""
+
+    def __init__(self, application: Any, projection: Any) -> None:
+        self.projection = projection
+        self.subscription = ApplicationSubscription(
+            application,
+            gt=projection.view.max_tracking_id(application.name),
+            topics=projection.topics,
+        )
+        self.error: BaseException | None = None
+        self.finished = threading.Event()
+        self.thread = threading.Thread(target=self._process, daemon=True)
+
+    def __enter__(self) -> SharedRunner:
+        self.subscription.__enter__()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.subscription.stop()
+        self.thread.join(timeout=30)
+        self.subscription.__exit__(*exc)
+
+    def _process(self) -> None:
+        try:
+            for event, tracking in self.subscription:
+                self.projection.process_event(event, tracking)
+        except BaseException as error:  # noqa: BLE001 - reported by run_forever
+            self.error = error
+        finally:
+            self.finished.set()
+
+    def run_forever(self, timeout: float) -> None:
+        """Wait up to `timeout`; raise what stopped the processing, if it stopped."""
+        if self.finished.wait(timeout):
+            raise self.error or RuntimeError("the subscription ended")
 
 
 class VersionedFeed(Protocol):
@@ -170,11 +247,12 @@ class SupervisedRunner(threading.Thread):
         database_url: str,
         env: dict[str, str],
         session: LockSession | None = None,
+        shared: Shared | None = None,
     ):
         super().__init__(name=f"runner-{source.name}", daemon=True)
         self.source = source
-        self.env = env
         self.session = session or LockSession(database_url)
+        self.shared = shared or Shared(env)
         self.stopping = threading.Event()
         self.active = threading.Event()
         self.restarts = 0
@@ -207,7 +285,7 @@ class SupervisedRunner(threading.Thread):
             return
         try:
             self.active.set()
-            with feed.open(self.env) as runner:
+            with feed.open(self.shared) as runner:
                 self._watch(runner, feed, version, epoch)
         finally:
             self.active.clear()
