@@ -74,8 +74,8 @@ DISPATCHER_FEED = ViewFeed(Recharges, Dispatcher, PostgresTrackingRecorder)
 
 
 def dispatcher_feed(runtime: Runtime, jobs: Jobs) -> ViewFeed:
-    bound = type("BoundDispatcher", (Dispatcher,), {"runtime": runtime, "jobs": jobs})
-    bound.name = Dispatcher.name
+    attributes = {"runtime": runtime, "jobs": jobs, "name": Dispatcher.name}
+    bound: type[Dispatcher] = type("BoundDispatcher", (Dispatcher,), attributes)
     return ViewFeed(Recharges, bound, PostgresTrackingRecorder)
 
 

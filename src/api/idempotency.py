@@ -74,7 +74,7 @@ class IdempotentCall:
             if refusal.transient:
                 self._abandon()
             else:
-                self._finish(response.status_code, response.body, sealed=False)
+                self._finish(response.status_code, bytes(response.body), sealed=False)
             return response
         except BaseException:
             self._abandon()

@@ -69,7 +69,8 @@ class JournalReader:
         self, application: str | None, after: tuple[str, int] | None, limit: int
     ) -> list[dict[str, Any]]:
         """In log order: by application, then by position in that application's log."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if application:
             clauses.append("j.application = %s")
             params.append(application)

@@ -269,10 +269,11 @@ class SupervisedRunner(threading.Thread):
                 self.stopping.wait(2.0)
 
     def _feed(self, conn: Any) -> tuple[Feed, int | None]:
-        if hasattr(self.source, "at"):
-            version = live_version(conn, self.source.view_name)
-            return self.source.at(version), version
-        return self.source, None  # type: ignore[return-value]
+        source: Any = self.source
+        if hasattr(source, "at"):
+            version = live_version(conn, source.view_name)
+            return source.at(version), version
+        return source, None
 
     def _run_while_holding_lock(self) -> None:
         while not self.stopping.is_set():
@@ -298,7 +299,9 @@ class SupervisedRunner(threading.Thread):
             runner.run_forever(timeout=1.0)
             (live, at, top), now_epoch = self.session.run(
                 lambda conn: (
-                    live_version(conn, self.source.view_name) if version is not None else None,  # type: ignore[union-attr]
+                    live_version(conn, self.source.view_name)  # type: ignore[union-attr]
+                    if version is not None
+                    else None,
                     position(conn, feed.tracking_name, feed.application_name),
                     head(conn, feed.application_name),
                 )

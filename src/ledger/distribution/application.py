@@ -8,7 +8,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Transcoder
+from eventsourcing.persistence import IntegrityError
 
 from ledger import accounts
 from ledger.commands import CommandRunner
@@ -46,7 +46,7 @@ class Distribution(Application[UUID]):
         self.commands = CommandRunner()
         self.code_key = (self.env.get("CODE_HASH_KEY") or "dev-secret-change-me").encode()
 
-    def register_transcodings(self, transcoder: Transcoder) -> None:
+    def register_transcodings(self, transcoder: Any) -> None:
         super().register_transcodings(transcoder)
         register_ledger_transcodings(transcoder)
 
@@ -389,7 +389,7 @@ class Distribution(Application[UUID]):
 
     def _get(self, aggregate_id: UUID, kind: type[Any], what: str) -> Any:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: Any = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"{what} {aggregate_id} not found") from None
         if not isinstance(aggregate, kind):
@@ -431,7 +431,7 @@ class Distribution(Application[UUID]):
     def _movement(self, movement_id: UUID, kind: type[Any], channel_id: UUID) -> Any:
         """The movement a repeated command id recorded; refused if that id recorded
         something else (another kind of movement, or another channel's)."""
-        found = self.repository.get(movement_id)
+        found: Any = self.repository.get(movement_id)
         owner = getattr(found, "channel_id", getattr(found, "buyer_id", None))
         if not isinstance(found, kind) or owner != channel_id:
             raise AlreadyExists(f"the command id {movement_id} was used for another movement")

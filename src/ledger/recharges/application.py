@@ -62,7 +62,7 @@ class Recharges(EventSourcedProjection[UUID]):
 
     def recharge(self, recharge_id: UUID) -> Recharge:
         try:
-            found = self.repository.get(recharge_id)
+            found: Any = self.repository.get(recharge_id)
         except AggregateNotFoundError:
             raise NotFound(f"recharge {recharge_id} not found") from None
         if not isinstance(found, Recharge):
