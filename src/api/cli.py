@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -62,6 +63,9 @@ def serve(
         f"ledger on http://{host}:{port} ({where}, sandbox {'on' if settings.sandbox else 'off'})"
     )
     platform = start_sandbox_platform(settings) if settings.sandbox else None
+    # uvicorn re-raises the signal that stopped it; exiting through SystemExit instead lets the
+    # clean-up run (the sandbox platform, and the embedded PostgreSQL it may have started).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(create_app(settings, url), host=host, port=port, log_level="warning")
     finally:
@@ -394,7 +398,6 @@ def tool_env(settings: Settings, url: str) -> dict[str, str]:
 
 
 def wait_for_signal() -> None:
-    import signal
     import threading
 
     stop = threading.Event()

