@@ -15,6 +15,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 
 from adapters.jobs import Jobs, Runtime
+from adapters.rate_limits import RateLimiter
 from ledger.recharges.application import Recharges
 from ledger.recharges.saga import Recharge
 from projections.codes import CodesReader
@@ -94,6 +95,8 @@ class Sweeper(threading.Thread):
         self.codes = CodesReader(pool)
         self.every = every
         self.grace = grace
+        self.limiter = RateLimiter(pool)
+        self.sweeps = 0
         self.stopping = threading.Event()
 
     def stop(self) -> None:
@@ -101,8 +104,11 @@ class Sweeper(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.wait(self.every):
+            self.sweeps += 1
             try:
                 self.sweep()
+                if self.sweeps % 720 == 1:
+                    self.limiter.prune()
             except Exception:
                 log.exception("sweep failed; trying again in %s s", self.every)
 

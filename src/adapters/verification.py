@@ -56,7 +56,13 @@ class VerificationCodes:
         self.sms.send(account, f"[{channel_name}] Your verification code is {code}.", code)
 
     def check(self, channel_id: UUID, account: str, code: str) -> None:
-        """Raise unless `code` is the latest unexpired, unused code with tries left."""
+        """Raise unless `code` is the latest unexpired, unused code with tries left. A wrong
+        try is counted in a transaction that commits before the refusal is raised."""
+        refusal = self._try(channel_id, account, code)
+        if refusal is not None:
+            raise refusal
+
+    def _try(self, channel_id: UUID, account: str, code: str) -> DomainError | None:
         with self.pool.connection() as conn, conn.transaction():
             row = conn.execute(
                 "SELECT sent_at, code_hash, attempts FROM verification_codes "
@@ -65,20 +71,21 @@ class VerificationCodes:
                 (channel_id, account),
             ).fetchone()
             if row is None:
-                raise VerificationFailed("no valid verification code: ask for a new one")
+                return VerificationFailed("no valid verification code: ask for a new one")
             sent_at, stored, attempts = row
             if attempts >= MAX_TRIES:
-                raise VerificationLocked("too many wrong tries: ask for a new code")
-            if not hmac.compare_digest(bytes(stored), self._hash(channel_id, account, code)):
-                conn.execute(
-                    "UPDATE verification_codes SET attempts = attempts + 1 "
-                    "WHERE channel_id = %s AND account = %s AND sent_at = %s",
-                    (channel_id, account, sent_at),
-                )
-                left = MAX_TRIES - attempts - 1
-                if left == 0:
-                    raise VerificationLocked("too many wrong tries: ask for a new code")
-                raise VerificationFailed(f"the verification code is wrong ({left} tries left)")
+                return VerificationLocked("too many wrong tries: ask for a new code")
+            if hmac.compare_digest(bytes(stored), self._hash(channel_id, account, code)):
+                return None
+            conn.execute(
+                "UPDATE verification_codes SET attempts = attempts + 1 "
+                "WHERE channel_id = %s AND account = %s AND sent_at = %s",
+                (channel_id, account, sent_at),
+            )
+        left = MAX_TRIES - attempts - 1
+        if left == 0:
+            return VerificationLocked("too many wrong tries: ask for a new code")
+        return VerificationFailed(f"the verification code is wrong ({left} tries left)")
 
     def use(self, channel_id: UUID, account: str) -> None:
         with self.pool.connection() as conn:

@@ -689,18 +689,12 @@ def test_verification_codes_wrong_expired_and_at_most_three_sends_in_ten_minutes
 
     for _ in range(2):  # the second and third code of the ten minutes
         assert desk.send_code(shop.channel, account, new_address()).status_code == 202
-    assert_rate_limited(desk.send_code(shop.channel, account, new_address()), 600)
+    assert_rate_limited(desk.send_code(shop.channel, account, new_address()), 900)
 
     fresh = desk.sms(account)
     assert desk.recharge(shop.channel, shop.codes[0], account, fresh, address).status_code == 202
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapters/verification.py VerificationCodes.check: the UPDATE counting a wrong try "
-    "runs inside `conn.transaction()` and the VerificationFailed raised in the same block "
-    "rolls it back, so tries are never counted and verification_locked never comes",
-)
 def test_five_wrong_verification_codes_lock_the_code(desk: Desk) -> None:
     shop = desk.shop(codes=1)
     account, address = new_account(), new_address()
@@ -793,7 +787,7 @@ def test_rate_limits_per_account_address_and_channel_answer_429_with_retry_after
         for _ in range(RATE_ACCOUNT + 1)
     ]
     assert [r.status_code for r in replies] == [422] * RATE_ACCOUNT + [429]
-    assert_rate_limited(replies[-1], 60)
+    assert_rate_limited(replies[-1], 120)
 
     # per address: the 13th try from one address, each for another account
     shop = desk.shop(codes=1)
@@ -806,7 +800,7 @@ def test_rate_limits_per_account_address_and_channel_answer_429_with_retry_after
     assert [r.json()["code"] for r in replies] == ["verification_failed"] * RATE_ADDRESS + [
         "rate_limited"
     ]
-    assert_rate_limited(replies[-1], 60)
+    assert_rate_limited(replies[-1], 120)
 
     # per channel: the 16th try on one channel, each from another address and account
     shop = desk.shop(codes=1)
@@ -818,7 +812,7 @@ def test_rate_limits_per_account_address_and_channel_answer_429_with_retry_after
     assert [r.json()["code"] for r in replies] == ["verification_failed"] * RATE_CHANNEL + [
         "rate_limited"
     ]
-    assert_rate_limited(replies[-1], 60)
+    assert_rate_limited(replies[-1], 120)
 
 
 def test_repeated_wrong_codes_from_one_address_lock_it_out(desk: Desk) -> None:
@@ -834,9 +828,11 @@ def test_repeated_wrong_codes_from_one_address_lock_it_out(desk: Desk) -> None:
 
     locked = desk.recharge(shop.channel, shop.codes[0], account, verification, address)
 
-    wait = assert_rate_limited(locked, 900)
-    # the lock-out lasts until its fixed 15-minute window ends (see the report: it can be short)
-    assert abs(wait - (900 - time.time() % 900)) <= 2, wait
+    wait = assert_rate_limited(locked, 990)
+    # a sliding 15-minute window: the next try comes once enough of these ten have slid out of
+    # it, past the end of the current window (the boundary itself does not reset the count)
+    expected = (900 - time.time() % 900) + 900 * (1 - (LOCKOUT - 1) / LOCKOUT)
+    assert abs(wait - expected) <= 2, (wait, expected)
     # the same request from elsewhere is fine: the lock-out is the address's
     elsewhere = desk.recharge(shop.channel, shop.codes[0], account, verification, new_address())
     assert elsewhere.status_code == 202, elsewhere.text
