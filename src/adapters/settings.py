@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     ledger_lockout_wrong_codes: int = Field(
         default=10, description="Wrong codes from one address in 15 minutes before a lock-out."
     )
+    ledger_trusted_proxies: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated addresses whose X-Forwarded-For is believed (the load "
+        "balancers); client addresses drive the per-address limits.",
+    )
     ledger_share_depth: int = Field(
         default=1,
         ge=0,

@@ -67,7 +67,10 @@ def serve(
     # clean-up run (the sandbox platform, and the embedded PostgreSQL it may have started).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        uvicorn.run(create_app(settings, url), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_app(settings, url), host=host, port=port, log_level="warning",
+            proxy_headers=True, forwarded_allow_ips=settings.ledger_trusted_proxies,
+        )
     finally:
         if platform is not None:
             platform.terminate()
