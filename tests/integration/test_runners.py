@@ -23,6 +23,7 @@ from ledger.distribution.application import Distribution
 from ledger.distribution.movements import Deposit
 from ledger.money import Money
 from ledger.postings import Holds, Postings
+from projections import runner as runner_module
 from projections.balances import BalancesView
 from projections.catalog import VIEWS, view
 from projections.logs import decoded, read_events
@@ -295,6 +296,42 @@ def test_a_second_runner_stands_by_and_takes_over_when_the_first_stops_or_dies(
         distribution.close()
 
 
+def test_the_watchdog_restarts_a_runner_that_stalls_behind_the_head(
+    ledger_url: str, golden: Golden, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner's write waits on a row someone holds: its position stops short of the head,
+    the watchdog restarts it, and once the row is free every event lands exactly once."""
+    monkeypatch.setattr(runner_module, "STALL_SECONDS", 1.0)
+    feed, env = balances_feed(), app_env(ledger_url)
+    runner = SupervisedRunner(feed, ledger_url, env)
+    distribution = Distribution(env=env)
+    top = golden.history.top
+    try:
+        runner.start()
+        assert runner.active.wait(15)
+        with psycopg.connect(ledger_url) as holder:
+            holder.execute(
+                "SELECT * FROM balances_v1 WHERE account = %s FOR UPDATE",
+                (f"channel:{top}:funds",),
+            )
+            distribution.deposit(uuid4(), top, Money(77))
+            wait_for(lambda: runner.restarts >= 1, 15, "the watchdog restarts the runner")
+        distribution.deposit(uuid4(), top, Money(1))
+        wait_caught_up(ledger_url, [feed], timeout=30)
+        with psycopg.connect(ledger_url, autocommit=True) as conn:
+            posted = conn.execute(
+                "SELECT posted FROM balances WHERE account = %s AND asset = 'CNY'",
+                (f"channel:{top}:funds",),
+            ).fetchone()[0]
+            dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        assert posted == distribution.channel(top).funds["CNY"]
+        assert dead == 0
+    finally:
+        stop_runners([runner])
+        runner.session.close()
+        distribution.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # Failing events
 
@@ -450,6 +487,54 @@ def test_ledger_projections_rebuild_exits_1_naming_the_failing_event(ledger_url:
         assert live_version(conn, "balances") == 1
         assert rows_of(conn, view("balances")) == before
         assert not table_exists(conn, "balances_v2")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="projections/base.py ViewProjection.process_event dead-letters any exception while "
+    "the view is live, transient ones too: a connection lost while applying a good event "
+    "(server restart, failover, network) skips it for good and the view silently diverges",
+)
+def test_a_connection_lost_while_applying_an_event_does_not_dead_letter_it(
+    ledger_url: str, golden: Golden, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view's connection is killed once, in the middle of applying a deposit."""
+    blip, killed = Money(424_242), []
+    original = BalancesView.apply
+
+    def apply(self: Any, curs: Any, event: Any, tracking: Any) -> None:
+        if isinstance(event, Deposit.Recorded) and event.amount == blip and not killed:
+            killed.append(tracking.notification_id)
+            with psycopg.connect(ledger_url, autocommit=True) as other:
+                pid = curs.connection.info.backend_pid
+                other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        original(self, curs, event, tracking)
+
+    monkeypatch.setattr(BalancesView, "apply", apply)
+    feed, env = balances_feed(), app_env(ledger_url)
+    runner = SupervisedRunner(feed, ledger_url, env)
+    distribution = Distribution(env=env)
+    top = golden.history.top
+    try:
+        runner.start()
+        assert runner.active.wait(15)
+        distribution.deposit(uuid4(), top, blip)
+        distribution.deposit(uuid4(), top, Money(1))
+        wait_caught_up(ledger_url, [feed], timeout=30)
+        with psycopg.connect(ledger_url, autocommit=True) as conn:
+            letters = conn.execute("SELECT notification_id, error FROM dead_letters").fetchall()
+            posted = conn.execute(
+                "SELECT posted FROM balances WHERE account = %s AND asset = 'CNY'",
+                (f"channel:{top}:funds",),
+            ).fetchone()[0]
+        funds = distribution.channel(top).funds["CNY"]
+    finally:
+        stop_runners([runner])
+        runner.session.close()
+        distribution.close()
+    assert killed, "the connection was killed mid-event"
+    assert letters == [], "a good event was dead-lettered"
+    assert posted == funds
 
 
 # ---------------------------------------------------------------------------------------------
