@@ -13,6 +13,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import psycopg
+from eventsourcing import persistence
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection
@@ -85,13 +87,25 @@ def versioned(base: str, version: int) -> str:
     return f"{base}_v{version}"
 
 
+TRANSIENT = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    persistence.OperationalError,
+    persistence.InterfaceError,
+)
+"""Failures of the connection rather than of the event: the runner restarts and retries."""
+
+
 class ViewProjection(Projection[View]):
-    """The continuous run of a view: a failing event is dead-lettered while the view is live
-    (a view that is no longer live stops instead: it is being replaced)."""
+    """The continuous run of a view: an event that fails is dead-lettered while the view is
+    live. A lost connection is not the event's fault: it stops the runner, which restarts
+    from the last tracked event. A view no longer live stops too: it is being replaced."""
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         try:
             self.view.record([(domain_event, tracking)])
+        except TRANSIENT:
+            raise
         except Exception as error:
             if not self.view.is_live():
                 raise

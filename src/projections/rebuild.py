@@ -5,7 +5,9 @@ The API keeps answering from the live version all along."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -42,7 +44,7 @@ def rebuild(
     batch: int = BATCH,
 ) -> Rebuilt:
     started = time.monotonic()
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(database_url, autocommit=True) as conn, exclusive(conn, spec.name):
         old = live_version(conn, spec.name)
         new = next_version(conn, spec)
         create_version(conn, spec.view_class, old, new)
@@ -178,9 +180,27 @@ def retire(conn: Any, spec: Any, version: int, patience: float = 15.0) -> None:
 
 
 def lock_held(conn: Any, key: int) -> bool:
+    """Whether a session of this database holds the advisory lock (pg_locks spans them all)."""
     row = conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 "
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) AND classid = 0 "
         "AND objid = %s::bigint::oid AND objsubid = 1 AND granted",
         (key,),
     ).fetchone()
     return bool(row and row[0])
+
+
+class RebuildRunning(RebuildFailed):
+    """Another rebuild of the same view is under way."""
+
+
+@contextmanager
+def exclusive(conn: Any, name: str) -> Iterator[None]:
+    """One rebuild of a view at a time, across processes."""
+    key = zlib.crc32(f"rebuild:{name}".encode())
+    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        raise RebuildRunning(f"a rebuild of {name} is already running")
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))

@@ -3,6 +3,7 @@ stored one and compare them row by row. The report names the first divergence.""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +20,11 @@ from projections.logs import Row, read_chained
 from projections.positions import head, live_tracking_name, live_version, position
 from projections.rebuild import create_version, drop_version, open_view
 
-SCRATCH = 0
-"""The version number the recomputed views are built under."""
+
+def scratch_version() -> int:
+    """Recomputed views are built under a negative version of their own, so runs of verify
+    at the same time keep apart and no rebuild takes it for a real version."""
+    return -1 - secrets.randbelow(2**30)
 BATCH = 1000
 
 
@@ -50,9 +54,10 @@ def verify(
 ) -> Report:
     started = time.monotonic()
     report = Report()
+    run = scratch_version()
     with psycopg.connect(database_url, autocommit=True) as conn:
-        positions = snapshot(conn)
-        scratch = {spec.name: prepare_scratch(conn, spec, env) for spec in VIEWS}
+        positions = snapshot(conn, run)
+        scratch = {spec.name: prepare_scratch(conn, spec, env, run) for spec in VIEWS}
         applications = [cls(env=env) for cls in APPLICATIONS]
         try:
             total = sum(head(conn, a.name) for a in applications)
@@ -68,7 +73,7 @@ def verify(
                     return report
             for spec in VIEWS:
                 for base in spec.view_class.tables:
-                    divergence, rows = compare(conn, spec.view_class, base)
+                    divergence, rows = compare(conn, spec.view_class, base, run)
                     report.rows_compared[base] = rows
                     if divergence:
                         report.divergence = divergence
@@ -78,14 +83,14 @@ def verify(
                 application.close()
             for spec in VIEWS:
                 scratch[spec.name].datastore.close()
-                drop_version(conn, spec.view_class, SCRATCH)
+                drop_version(conn, spec.view_class, run)
                 for base in spec.view_class.tables:
-                    conn.execute(SQL("DROP TABLE IF EXISTS {}").format(snapshot_table(base)))
+                    conn.execute(SQL("DROP TABLE IF EXISTS {}").format(snapshot_table(base, run)))
             report.seconds = time.monotonic() - started
     return report
 
 
-def snapshot(conn: Any) -> dict[tuple[str, str], int]:
+def snapshot(conn: Any, run: int) -> dict[tuple[str, str], int]:
     """Copy every live view with the positions it stands at, as of one moment."""
     positions = {}
     with conn.transaction():
@@ -97,22 +102,21 @@ def snapshot(conn: Any) -> dict[tuple[str, str], int]:
                     conn, tracked, application.name
                 )
             for base in spec.view_class.tables:
-                conn.execute(SQL("DROP TABLE IF EXISTS {}").format(snapshot_table(base)))
                 conn.execute(
                     SQL("CREATE UNLOGGED TABLE {} AS SELECT * FROM {}").format(
-                        snapshot_table(base), Identifier(base)
+                        snapshot_table(base, run), Identifier(base)
                     )
                 )
     return positions
 
 
-def snapshot_table(base: str) -> Identifier:
-    return Identifier(f"verify_snapshot_{base}")
+def snapshot_table(base: str, run: int) -> Identifier:
+    return Identifier(f"verify_snapshot{run}_{base}")
 
 
-def prepare_scratch(conn: Any, spec: Any, env: dict[str, str]) -> View:
-    create_version(conn, spec.view_class, live_version(conn, spec.name), SCRATCH)
-    return open_view(spec.view_class.at_version(SCRATCH), env)
+def prepare_scratch(conn: Any, spec: Any, env: dict[str, str], run: int) -> View:
+    create_version(conn, spec.view_class, live_version(conn, spec.name), run)
+    return open_view(spec.view_class.at_version(run), env)
 
 
 def replay(
@@ -185,9 +189,11 @@ def apply(view: View, batch: list[tuple[Any, Tracking]]) -> Divergence | None:
     return None
 
 
-def compare(conn: Any, view_class: type[View], base: str) -> tuple[Divergence | None, int]:
+def compare(
+    conn: Any, view_class: type[View], base: str, run: int
+) -> tuple[Divergence | None, int]:
     """The first row (by key) that differs between the stored and the recomputed view."""
-    stored, replayed = snapshot_table(base), Identifier(versioned(base, SCRATCH))
+    stored, replayed = snapshot_table(base, run), Identifier(versioned(base, run))
     keys = SQL(view_class.keys.get(base, "1"))
     rows = conn.execute(SQL("SELECT count(*) FROM {}").format(stored)).fetchone()[0]
     query = SQL(

@@ -426,12 +426,6 @@ def test_ledger_projections_rebuild_balances_shows_progress_and_exits_0(
         assert not table_exists(conn, "balances_v2")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="projections/rebuild.py rebuild() takes no lock on the view: a second rebuild "
-    "started meanwhile builds version 3 and switches to it, then the first switches back to "
-    "version 2; version 3's tables are left behind and the live version number goes down",
-)
 def test_a_second_rebuild_of_the_same_view_meanwhile_leaves_one_version(
     ledger_url: str, own_locks_only: None
 ) -> None:

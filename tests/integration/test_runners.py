@@ -489,12 +489,6 @@ def test_ledger_projections_rebuild_exits_1_naming_the_failing_event(ledger_url:
         assert not table_exists(conn, "balances_v2")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="projections/base.py ViewProjection.process_event dead-letters any exception while "
-    "the view is live, transient ones too: a connection lost while applying a good event "
-    "(server restart, failover, network) skips it for good and the view silently diverges",
-)
 def test_a_connection_lost_while_applying_an_event_does_not_dead_letter_it(
     ledger_url: str, golden: Golden, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -555,12 +549,6 @@ def test_ledger_projections_status_names_prints_one_view_name_a_line() -> None:
     assert done.stdout.splitlines() == ["balances", "journal", "recharges", "codes"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="projections/rebuild.py lock_held() counts advisory locks held in every database of "
-    "the server (pg_locks is server-wide; its `database` column is not filtered): status "
-    "shows another database's runner as this one's, and retire() waits 15 s for it",
-)
 def test_only_this_databases_runners_count_as_running(database_url: str) -> None:
     key = lock_key(balances_feed().at(1))
     with psycopg.connect(ADMIN_URL, autocommit=True) as elsewhere:

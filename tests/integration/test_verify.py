@@ -324,13 +324,6 @@ def test_a_ledger_in_use_verifies(ledger_url: str, golden: Golden) -> None:
         distribution.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="projections/verify.py: every run builds its scratch views as version 0 "
-    "(SCRATCH = 0) and its snapshots as verify_snapshot_<table>, fixed names shared by all "
-    "runs; a second verify meanwhile drops and recreates them, so the first reports a false "
-    "divergence (or crashes on a duplicate table)",
-)
 def test_two_verifications_at_once_both_verify(ledger_url: str) -> None:
     env = app_env(ledger_url)
     second: list[Report] = []
