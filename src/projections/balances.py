@@ -3,6 +3,7 @@ and holds, whatever application recorded it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -19,13 +20,21 @@ class BalancesView(View):
     keys = {"balances": "account, asset"}
 
     def apply(self, curs: Cursor[Any], event: Any, tracking: Tracking) -> None:
-        postings = getattr(event, "postings", None)
-        holds = getattr(event, "holds", None)
-        rows = []
-        if isinstance(postings, Postings):
-            rows += [(leg.account, leg.asset, leg.amount, 0, event.timestamp) for leg in postings]
-        if isinstance(holds, Holds):
-            rows += [(leg.account, leg.asset, 0, leg.amount, event.timestamp) for leg in holds]
+        self.apply_all(curs, [(event, tracking)])
+
+    def apply_all(self, curs: Cursor[Any], events: Sequence[tuple[Any, Tracking]]) -> None:
+        """One upsert per account and asset for the whole run of events."""
+        totals: dict[tuple[str, str], list[Any]] = {}
+        for event, _ in events:
+            postings = getattr(event, "postings", None)
+            holds = getattr(event, "holds", None)
+            legs = [(leg, 0) for leg in postings] if isinstance(postings, Postings) else []
+            legs += [(leg, 1) for leg in holds] if isinstance(holds, Holds) else []
+            for leg, column in legs:
+                total = totals.setdefault((leg.account, leg.asset), [0, 0, event.timestamp])
+                total[column] += leg.amount
+                total[2] = event.timestamp
+        rows = [(a, k, posted, pending, at) for (a, k), (posted, pending, at) in totals.items()]
         if rows:
             curs.executemany(
                 self.sql(

@@ -35,6 +35,12 @@ class View(PostgresTrackingRecorder):
         """Write what one event changes (nothing, for events the view ignores)."""
         raise NotImplementedError
 
+    def apply_all(self, curs: Cursor[Any], events: Sequence[tuple[Any, Tracking]]) -> None:
+        """Write what a run of events changes; views whose rows many events touch write
+        the sum at once."""
+        for event, tracking in events:
+            self.apply(curs, event, tracking)
+
     def table(self, base: str) -> Identifier:
         return Identifier(versioned(base, self.version))
 
@@ -47,8 +53,7 @@ class View(PostgresTrackingRecorder):
         if not events:
             return
         with self.datastore.transaction(commit=True) as curs:
-            for event, tracking in events:
-                self.apply(curs, event, tracking)
+            self.apply_all(curs, events)
             self._insert_tracking(curs, events[-1][1])
 
     def dead_letter(self, event: Any, tracking: Tracking, error: BaseException) -> None:

@@ -116,7 +116,7 @@ def check(database_url: str, statement: dict[str, Any], secret: bytes | None = N
         return ["the signature does not match the statement: the file was changed"]
     if secret is not None and public_key_hex(signing_key(secret)) != statement["public_key"]:
         problems.append("the file was signed by another key than this installation's")
-    with psycopg.connect(database_url) as conn:
+    with psycopg.connect(database_url, autocommit=True) as conn:
         heads = {}
         for name, recorded in statement["heads"].items():
             heads[name] = recorded["notification_id"]

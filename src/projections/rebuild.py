@@ -81,7 +81,7 @@ def catch_up(
     done = 0
     for application in applications:
         start = view.max_tracking_id(application.name) or 0
-        with psycopg.connect(database_url, autocommit=False) as reader:
+        with psycopg.connect(database_url, autocommit=True) as reader:
             events = decoded(
                 application.mapper, application.name, read_events(reader, application.name, start)
             )

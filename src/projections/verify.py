@@ -127,7 +127,7 @@ def replay(
     fed = [spec for spec in VIEWS if type(application) in spec.applications]
     batches: dict[str, list[tuple[Any, Tracking]]] = {spec.name: [] for spec in fed}
     previous, count = GENESIS, 0
-    with psycopg.connect(database_url) as reader:
+    with psycopg.connect(database_url, autocommit=True) as reader:
         for row in read_chained(reader, application.name):
             divergence = check_link(application.name, row, previous)
             if divergence:
