@@ -4,6 +4,7 @@ point-in-time balances and exports."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,40 +25,51 @@ class JournalView(View):
     }
 
     def apply(self, curs: Cursor[Any], event: Any, tracking: Tracking) -> None:
-        postings = getattr(event, "postings", None)
-        holds = getattr(event, "holds", None)
-        postings = postings if isinstance(postings, Postings) else None
-        holds = holds if isinstance(holds, Holds) else None
-        if postings is None and holds is None:
+        self.apply_all(curs, [(event, tracking)])
+
+    def apply_all(self, curs: Cursor[Any], events: Sequence[tuple[Any, Tracking]]) -> None:
+        """All entries and all lines of a run of events, each in one batched statement."""
+        entries, lines = [], []
+        for event, tracking in events:
+            postings = getattr(event, "postings", None)
+            holds = getattr(event, "holds", None)
+            postings = postings if isinstance(postings, Postings) else None
+            holds = holds if isinstance(holds, Holds) else None
+            if postings is None and holds is None:
+                continue
+            position = (tracking.application_name, tracking.notification_id)
+            entries.append(
+                (
+                    *position, event.originator_id, event.originator_version,
+                    type(event).__qualname__, event.timestamp,
+                    json.dumps(postings.to_rows() if postings else []),
+                    json.dumps(holds.to_rows() if holds else []),
+                )
+            )
+            legs = [("posted", leg) for leg in postings or ()]
+            legs += [("pending", leg) for leg in holds or ()]
+            lines += [
+                (*position, number, leg.account, leg.asset, leg.amount, kind, event.timestamp)
+                for number, (kind, leg) in enumerate(legs)
+            ]
+        if not entries:
             return
-        application, notification_id = tracking.application_name, tracking.notification_id
-        curs.execute(
+        curs.executemany(
             self.sql(
                 "INSERT INTO {j} (application, notification_id, originator_id, "
                 "originator_version, topic, recorded_at, postings, holds) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 j="journal",
             ),
-            (
-                application, notification_id, event.originator_id, event.originator_version,
-                type(event).__qualname__, event.timestamp,
-                json.dumps(postings.to_rows() if postings else []),
-                json.dumps(holds.to_rows() if holds else []),
-            ),
+            entries,
         )
-        lines = [("posted", leg) for leg in postings or ()]
-        lines += [("pending", leg) for leg in holds or ()]
         curs.executemany(
             self.sql(
                 "INSERT INTO {l} (application, notification_id, line, account, asset, amount, "
                 "kind, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 l="journal_lines",
             ),
-            [
-                (application, notification_id, number, leg.account, leg.asset, leg.amount, kind,
-                 event.timestamp)
-                for number, (kind, leg) in enumerate(lines)
-            ],
+            lines,
         )
 
 
