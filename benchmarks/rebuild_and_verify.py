@@ -10,14 +10,12 @@ One run on one PostgreSQL server:
    Deposit.Recorded and FundsDeposited events a save), stock purchases down a channel tree
    (500 purchases, 1,500 events a save) and code batches issued with `issue_codes` (1,000
    codes, ~1,002 events a batch), in the proportions of roughly 2:1.5:1.
-2. (a) Reading and decoding the whole log: `projections.logs.read_events` (server-side cursor,
+2. (a) Reading and decoding the whole log: `projections.logs.read_events` (short queries,
    pages of 2,000) and the application's mapper, nothing else. Measured after one warm-up
    read, so every phase below finds the log in PostgreSQL's cache as it does.
 3. (b) `rebuild()` of balances, journal and codes (blue/green, from the start of the logs,
    1,000 events a transaction), each timed from start to the switch and the old version's
-   drop. No runner is running in the scratch database, so retire() does not wait — except
-   that `projections.rebuild.lock_held` counts advisory locks of *every* database on the
-   server (a bug), so it is replaced here by one that looks at this database only.
+   drop. No runner is running in the scratch database, so retire() does not wait.
 4. (c) `verify()`: the hash chain of every log, the replay of every event into scratch copies
    of all the views, and the row-by-row comparison with the stored views.
 
@@ -157,16 +155,6 @@ def read_and_decode(url: str) -> tuple[int, float]:
     return count, time.monotonic() - started
 
 
-def scoped_lock_held(conn: Any, key: int) -> bool:
-    row = conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
-        "(SELECT oid FROM pg_database WHERE datname = current_database()) AND classid = 0 "
-        "AND objid = %s::bigint::oid AND objsubid = 1 AND granted",
-        (key,),
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def rebuild_view(url: str, name: str) -> tuple[int, float]:
     from projections.catalog import view
     from projections.rebuild import rebuild
@@ -213,10 +201,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile rebuild and verify")
     args = parser.parse_args()
 
-    import projections.rebuild
     from adapters.migrations import apply_migrations
-
-    projections.rebuild.lock_held = scoped_lock_held  # see the module's docstring, step 3
 
     name = f"bench_rebuild_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(args.database_url, autocommit=True) as conn:
