@@ -34,7 +34,6 @@ from adapters.settings import Settings
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.money import Money
-from projections import rebuild as rebuild_module
 from projections.catalog import FEEDS, PROCESSES, VIEWS, Views, view
 from projections.positions import head, live_tracking_name, live_version, position
 from projections.rebuild import rebuild
@@ -285,26 +284,6 @@ def rows_of(conn: Any, spec: Any, version: int | None = None) -> dict[str, list[
     return found
 
 
-def scoped_lock_held(conn: Any, key: int) -> bool:
-    """`projections.rebuild.lock_held` restricted to this database (see test_runners'
-    xfail test: the original counts other databases' runners too)."""
-    row = conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
-        "(SELECT oid FROM pg_database WHERE datname = current_database()) AND classid = 0 "
-        "AND objid = %s::bigint::oid AND objsubid = 1 AND granted",
-        (key,),
-    ).fetchone()
-    return bool(row and row[0])
-
-
-@pytest.fixture
-def own_locks_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without this, retire() waits its full 15 s patience whenever any other database on this
-    shared server runs a runner of the same view version (a bug, reported and xfailed in
-    test_runners.py); the tests here are about rebuilds, not about that."""
-    monkeypatch.setattr(rebuild_module, "lock_held", scoped_lock_held)
-
-
 def ledger_command() -> str:
     beside_python = Path(sys.executable).parent / "ledger"
     found = str(beside_python) if beside_python.exists() else shutil.which("ledger")
@@ -336,7 +315,7 @@ def run_ledger(
 # The tests
 
 
-def test_a_rebuild_gives_identical_views_row_by_row(ledger_url: str, own_locks_only: None) -> None:
+def test_a_rebuild_gives_identical_views_row_by_row(ledger_url: str) -> None:
     env = app_env(ledger_url)
     with psycopg.connect(ledger_url, autocommit=True) as conn:
         for spec in VIEWS:
@@ -369,7 +348,7 @@ def test_a_rebuild_gives_identical_views_row_by_row(ledger_url: str, own_locks_o
 
 
 def test_runners_follow_the_rebuilt_version_and_keep_it_current(
-    ledger_url: str, golden: Golden, own_locks_only: None
+    ledger_url: str, golden: Golden
 ) -> None:
     """Runners of the old version move on to the new one: events after the switch land there,
     and the old version is dropped only once its runners have let go of it."""
@@ -404,7 +383,7 @@ def test_runners_follow_the_rebuilt_version_and_keep_it_current(
 
 
 def test_ledger_projections_rebuild_balances_shows_progress_and_exits_0(
-    ledger_url: str, own_locks_only: None
+    ledger_url: str
 ) -> None:
     with psycopg.connect(ledger_url, autocommit=True) as conn:
         # Version 1 first moves to 2 in this process: the command's own retire() of version 1
@@ -427,7 +406,7 @@ def test_ledger_projections_rebuild_balances_shows_progress_and_exits_0(
 
 
 def test_a_second_rebuild_of_the_same_view_meanwhile_leaves_one_version(
-    ledger_url: str, own_locks_only: None
+    ledger_url: str
 ) -> None:
     spec, env = view("balances"), app_env(ledger_url)
     second: list[Any] = []

@@ -39,7 +39,6 @@ from tests.integration.test_rebuild import (
     golden,
     ledger_command,
     ledger_url,
-    own_locks_only,
     rows_of,
     run_ledger,
     stop_runners,
@@ -50,7 +49,7 @@ from tests.integration.test_rebuild import (
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["golden", "ledger_url", "own_locks_only"]  # fixtures shared with test_rebuild
+__all__ = ["golden", "ledger_url"]  # fixtures shared with test_rebuild
 
 POISON = Money(666_013)
 
@@ -436,7 +435,7 @@ def standings_of(url: str) -> list[Any]:
 
 
 def test_a_rebuild_stops_at_the_first_error_and_leaves_the_live_version_untouched(
-    ledger_url: str, golden: Golden, poisoned: None, own_locks_only: None
+    ledger_url: str, golden: Golden, poisoned: None
 ) -> None:
     env = app_env(ledger_url)
     distribution = Distribution(env=env)

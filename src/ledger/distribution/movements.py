@@ -74,29 +74,11 @@ class StockPurchase(Aggregate):
         wholesale_cost: Money,
     ) -> StockPurchase:
         """A top-level channel buys at wholesale; the operator now owes the platform."""
-        total = wholesale_cost * quantity
-        postings = Postings.of(
-            (
-                accounts.channel_funds(buyer_id),
-                accounts.platform_payable(platform_id),
-                total.currency,
-                total.amount,
-            ),
-            (
-                accounts.platform_supply(platform_id, product_id),
-                accounts.channel_stock(buyer_id, product_id),
-                accounts.unit_asset(product_id),
-                quantity,
-            ),
-        )
-        return cls(
-            id=movement_id,
-            buyer_id=buyer_id,
+        return cls._bought(
+            movement_id, buyer_id, product_id, quantity, wholesale_cost,
             seller=f"platform:{platform_id}",
-            product_id=product_id,
-            quantity=quantity,
-            unit_price=wholesale_cost,
-            postings=postings,
+            paid_to=accounts.platform_payable(platform_id),
+            units_from=accounts.platform_supply(platform_id, product_id),
         )
 
     @classmethod
@@ -110,16 +92,31 @@ class StockPurchase(Aggregate):
         price: Money,
     ) -> StockPurchase:
         """A sub-channel buys at its parent's price: funds go up the tree, units come down."""
-        total = price * quantity
+        return cls._bought(
+            movement_id, buyer_id, product_id, quantity, price,
+            seller=f"channel:{parent_id}",
+            paid_to=accounts.channel_funds(parent_id),
+            units_from=accounts.channel_stock(parent_id, product_id),
+        )
+
+    @classmethod
+    def _bought(
+        cls,
+        movement_id: UUID,
+        buyer_id: UUID,
+        product_id: UUID,
+        quantity: int,
+        unit_price: Money,
+        *,
+        seller: str,
+        paid_to: str,
+        units_from: str,
+    ) -> StockPurchase:
+        total = unit_price * quantity
         postings = Postings.of(
+            (accounts.channel_funds(buyer_id), paid_to, total.currency, total.amount),
             (
-                accounts.channel_funds(buyer_id),
-                accounts.channel_funds(parent_id),
-                total.currency,
-                total.amount,
-            ),
-            (
-                accounts.channel_stock(parent_id, product_id),
+                units_from,
                 accounts.channel_stock(buyer_id, product_id),
                 accounts.unit_asset(product_id),
                 quantity,
@@ -128,9 +125,9 @@ class StockPurchase(Aggregate):
         return cls(
             id=movement_id,
             buyer_id=buyer_id,
-            seller=f"channel:{parent_id}",
+            seller=seller,
             product_id=product_id,
             quantity=quantity,
-            unit_price=price,
+            unit_price=unit_price,
             postings=postings,
         )
