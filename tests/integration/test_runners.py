@@ -337,15 +337,16 @@ def test_the_watchdog_restarts_a_runner_that_stalls_behind_the_head(
 
 @pytest.fixture
 def poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The balances view fails on deposits of exactly POISON."""
-    original = BalancesView.apply
+    """The balances view fails on deposits of exactly POISON (in a run of events, too)."""
+    original = BalancesView.apply_all
 
-    def apply(self: Any, curs: Any, event: Any, tracking: Any) -> None:
-        if isinstance(event, Deposit.Recorded) and event.amount == POISON:
-            raise RuntimeError("poisoned deposit")
-        original(self, curs, event, tracking)
+    def apply_all(self: Any, curs: Any, events: Any) -> None:
+        for event, _ in events:
+            if isinstance(event, Deposit.Recorded) and event.amount == POISON:
+                raise RuntimeError("poisoned deposit")
+        original(self, curs, events)
 
-    monkeypatch.setattr(BalancesView, "apply", apply)
+    monkeypatch.setattr(BalancesView, "apply_all", apply_all)
 
 
 def table_rows(output: str) -> list[list[str]]:
@@ -493,17 +494,18 @@ def test_a_connection_lost_while_applying_an_event_does_not_dead_letter_it(
 ) -> None:
     """The view's connection is killed once, in the middle of applying a deposit."""
     blip, killed = Money(424_242), []
-    original = BalancesView.apply
+    original = BalancesView.apply_all
 
-    def apply(self: Any, curs: Any, event: Any, tracking: Any) -> None:
-        if isinstance(event, Deposit.Recorded) and event.amount == blip and not killed:
-            killed.append(tracking.notification_id)
-            with psycopg.connect(ledger_url, autocommit=True) as other:
-                pid = curs.connection.info.backend_pid
-                other.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        original(self, curs, event, tracking)
+    def apply_all(self: Any, curs: Any, events: Any) -> None:
+        for event, tracking in events:
+            if isinstance(event, Deposit.Recorded) and event.amount == blip and not killed:
+                killed.append(tracking.notification_id)
+                with psycopg.connect(ledger_url, autocommit=True) as other:
+                    pid = curs.connection.info.backend_pid
+                    other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        original(self, curs, events)
 
-    monkeypatch.setattr(BalancesView, "apply", apply)
+    monkeypatch.setattr(BalancesView, "apply_all", apply_all)
     feed, env = balances_feed(), app_env(ledger_url)
     runner = SupervisedRunner(feed, ledger_url, env)
     distribution = Distribution(env=env)
