@@ -29,7 +29,6 @@ from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.distribution.movements import Deposit, StockPurchase
 from ledger.money import Money
-from projections import rebuild as rebuild_module
 from projections.catalog import view
 from projections.positions import head, live_version
 from projections.rebuild import catch_up, open_view, rebuild
@@ -152,15 +151,6 @@ def server(database_url: str, story: Story) -> Iterator[Server]:
         only.stop()
 
 
-@pytest.fixture
-def own_locks_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """retire() would wait 15 s for runners of other databases on this shared server (the
-    lock_held bug, xfailed in tests/integration/test_runners.py)."""
-    from tests.integration.test_rebuild import scoped_lock_held
-
-    monkeypatch.setattr(rebuild_module, "lock_held", scoped_lock_held)
-
-
 @dataclass
 class Read:
     at: float
@@ -171,7 +161,7 @@ class Read:
 
 
 def test_api_reads_never_fail_while_the_balances_are_rebuilt(
-    api: Api, database_url: str, story: Story, own_locks_only: None
+    api: Api, database_url: str, story: Story
 ) -> None:
     reads: list[Read] = []
     stop = threading.Event()
