@@ -18,6 +18,7 @@ from adapters.sms import NoSmsProvider, SandboxSms
 from adapters.verification import VerificationCodes
 from api import problems
 from api.auth import Authenticator
+from api.metrics import RequestMetrics
 from api.problems import problem_response
 from api.routes import cards, codes, distribution, ledger, operations, page, recharges
 from ledger.cards.application import Cards
@@ -124,4 +125,5 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     for module in (distribution, codes, recharges, cards, ledger, operations, page):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.ledger_max_body_bytes)
+    app.add_middleware(RequestMetrics)
     return app

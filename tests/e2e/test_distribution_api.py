@@ -283,3 +283,14 @@ def test_health_says_ok_with_its_database(api: Api) -> None:
     assert reply.json()["status"] == "ok"
     assert reply.json()["database"] == "ok"
     assert reply.json()["sandbox"] is False
+
+
+def test_metrics_count_requests_by_route_template_not_by_id(api: Api) -> None:
+    channel = api.top_channel("Counted")
+    assert channel.get(f"/v1/channels/{channel.id}/funds").status_code == 200
+    reply = api.anonymous.get("/metrics")
+    assert reply.status_code == 200
+    text = reply.text
+    assert 'ledger_http_requests_total{method="GET",route="/v1/channels/{channel_id}/funds"' in text
+    assert channel.id not in text
+    assert "ledger_http_request_seconds_bucket" in text
