@@ -50,7 +50,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
+
+from scratch import create_database, drop_database, server_facts
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -122,44 +124,6 @@ def wait_until(process: Process, ready: Any, seconds: float = 60) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # databases and pgbench
-
-
-def url_for(admin_url: str, dbname: str) -> str:
-    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{dbname}"))
-
-
-def create_database(admin_url: str, name: str) -> str:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return url_for(admin_url, name)
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def server_facts(admin_url: str) -> str:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-
-        def show(setting: str) -> str:
-            row = conn.execute(f"SHOW {setting}").fetchone()
-            return str(row[0]) if row else "?"
-
-        return (
-            f"PostgreSQL {show('server_version')}, fsync={show('fsync')}, "
-            f"synchronous_commit={show('synchronous_commit')}"
-        )
 
 
 TPS_LINE = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.M)

@@ -52,7 +52,9 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
+
+from scratch import create_database, drop_database, server_facts
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCENARIOS = ("own-threads", "own-processes", "shared-threads", "shared-processes", "top-processes")
@@ -461,43 +463,6 @@ def run_processes(
 
 # ---------------------------------------------------------------------------------------------
 # pgbench and scratch databases
-
-
-def url_for(admin_url: str, dbname: str) -> str:
-    parts = urlsplit(admin_url)
-    return urlunsplit(parts._replace(path=f"/{dbname}"))
-
-
-def create_database(admin_url: str, name: str) -> str:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return url_for(admin_url, name)
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def server_facts(admin_url: str) -> str:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-
-        def show(setting: str) -> str:
-            row = conn.execute(f"SHOW {setting}").fetchone()
-            return str(row[0]) if row else "?"
-
-        version, sync, fsync = show("server_version"), show("synchronous_commit"), show("fsync")
-    return f"PostgreSQL {version}, fsync={fsync}, synchronous_commit={sync}"
 
 
 def pgbench_args(url: str) -> tuple[list[str], dict[str, str]]:

@@ -1,0 +1,36 @@
+"""Scratch databases on the benchmark's server, and what that server is."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+
+def url_for(admin_url: str, dbname: str) -> str:
+    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{dbname}"))
+
+
+def create_database(admin_url: str, name: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return url_for(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def server_facts(admin_url: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+
+        def show(setting: str) -> str:
+            row = conn.execute(f"SHOW {setting}").fetchone()  # type: ignore[arg-type]
+            return str(row[0]) if row else "?"
+
+        version, sync, fsync = show("server_version"), show("synchronous_commit"), show("fsync")
+    return f"PostgreSQL {version}, fsync={fsync}, synchronous_commit={sync}"
