@@ -14,8 +14,9 @@ from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.persistence import IntegrityError
 
+from ledger.applications import LedgerApplication
 from ledger.cards.cards import CardPurchase, MainCard
 from ledger.cards.consumptions import Consumption, ConsumptionRefund
 from ledger.cards.intimate import IntimateCard, limits_of
@@ -30,11 +31,9 @@ from ledger.cards.splits import (
     split_shared,
 )
 from ledger.cards.wallets import Wallet, Withdrawal, wallet_id
-from ledger.commands import CommandRunner
 from ledger.distribution.catalogue import check_name
 from ledger.errors import CurrencyMismatch, InvalidAmount, NotFound, NotPermitted
 from ledger.money import Money
-from ledger.transcodings import register_ledger_transcodings
 
 DEFAULT_SHARE_DEPTH = 1
 """How many times a card the owner shared may be passed on (LEDGER_SHARE_DEPTH, given to the
@@ -49,20 +48,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Cards(Application[UUID]):
+class Cards(LedgerApplication, Application[UUID]):
     """Merchants, members, activities, main, shared and intimate cards, consumptions, wallets."""
 
     name = "cards"
 
     def __init__(self, env: Any = None, clock: Callable[[], datetime] = utc_now) -> None:
         super().__init__(env)
-        self.commands = CommandRunner()
         self.clock = clock
         self.share_depth = int(self.env.get("SHARE_DEPTH", str(DEFAULT_SHARE_DEPTH)))
-
-    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
-        super().register_transcodings(transcoder)
-        register_ledger_transcodings(transcoder)
 
     # parties and activities
 
@@ -581,15 +575,6 @@ class Cards(Application[UUID]):
         return withdrawal
 
     # plumbing
-
-    def _get(self, aggregate_id: UUID, kind: type[Any], what: str) -> Any:
-        try:
-            aggregate: Aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            raise NotFound(f"{what} {aggregate_id} not found") from None
-        if not isinstance(aggregate, kind):
-            raise NotFound(f"{what} {aggregate_id} not found")
-        return aggregate
 
     def _create(self, kind: type[Any], aggregate: Aggregate, *more: Aggregate) -> Any:
         """Save new aggregates; if the id was already taken by the same command, return it."""

@@ -6,12 +6,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from ledger import accounts
-from ledger.commands import CommandRunner
+from ledger.applications import LedgerApplication
 from ledger.distribution.catalogue import Platform, Product, check_name
 from ledger.distribution.channel import Channel
 from ledger.distribution.code_format import MalformedCode, keyed_hash, new_code
@@ -27,7 +27,6 @@ from ledger.errors import (
 )
 from ledger.money import Money, require_quantity
 from ledger.postings import Postings
-from ledger.transcodings import register_ledger_transcodings
 
 MAX_TREE_DEPTH = 64
 
@@ -36,19 +35,14 @@ class ChannelTreeTooDeep(InvalidAmount):
     code = "channel_tree_too_deep"
 
 
-class Distribution(Application[UUID]):
+class Distribution(LedgerApplication, Application[UUID]):
     """Platforms, products, the channel tree, funds, prices and stock purchases."""
 
     name = "distribution"
 
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
-        self.commands = CommandRunner()
         self.code_key = (self.env.get("CODE_HASH_KEY") or "dev-secret-change-me").encode()
-
-    def register_transcodings(self, transcoder: Any) -> None:
-        super().register_transcodings(transcoder)
-        register_ledger_transcodings(transcoder)
 
     # registration
 
@@ -386,15 +380,6 @@ class Distribution(Application[UUID]):
         return self._get(movement_id, StockPurchase, "stock purchase")
 
     # plumbing
-
-    def _get(self, aggregate_id: UUID, kind: type[Any], what: str) -> Any:
-        try:
-            aggregate: Any = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            raise NotFound(f"{what} {aggregate_id} not found") from None
-        if not isinstance(aggregate, kind):
-            raise NotFound(f"{what} {aggregate_id} not found")
-        return aggregate
 
     def _create(self, aggregate: Aggregate, kind: type[Any]) -> Any:
         """Save a new aggregate; if its id was already taken by the same command, return it."""

@@ -7,18 +7,17 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.application import ProcessingEvent
 from eventsourcing.projection import EventSourcedProjection
 
-from ledger.commands import CommandRunner
+from ledger.applications import LedgerApplication
 from ledger.distribution.codes import Code
-from ledger.errors import InvalidAmount, NotFound
+from ledger.errors import InvalidAmount
 from ledger.recharges.decisions import DEADLINE, StepResult
 from ledger.recharges.saga import Recharge
-from ledger.transcodings import register_ledger_transcodings
 
 
-class Recharges(EventSourcedProjection[UUID]):
+class Recharges(LedgerApplication, EventSourcedProjection[UUID]):
     """Each reserved code starts a saga, recorded atomically with the tracking of the
     reservation, so no reservation is ever missed or started twice."""
 
@@ -28,13 +27,8 @@ class Recharges(EventSourcedProjection[UUID]):
 
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
-        self.commands = CommandRunner()
         seconds = self.env.get("RECHARGE_DEADLINE_SECONDS")
         self.deadline = timedelta(seconds=int(seconds)) if seconds else DEADLINE
-
-    def register_transcodings(self, transcoder: Any) -> None:
-        super().register_transcodings(transcoder)
-        register_ledger_transcodings(transcoder)
 
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
         if isinstance(domain_event, Code.Reserved):
@@ -61,13 +55,7 @@ class Recharges(EventSourcedProjection[UUID]):
         return self._change(recharge_id, lambda r: r.resolve(outcome, note, by) or True)
 
     def recharge(self, recharge_id: UUID) -> Recharge:
-        try:
-            found: Any = self.repository.get(recharge_id)
-        except AggregateNotFoundError:
-            raise NotFound(f"recharge {recharge_id} not found") from None
-        if not isinstance(found, Recharge):
-            raise NotFound(f"recharge {recharge_id} not found")
-        return found
+        return self._get(recharge_id, Recharge, "recharge")  # type: ignore[no-any-return]
 
     def _change(self, recharge_id: UUID, change: Any) -> Recharge:
         def decide() -> Recharge:
