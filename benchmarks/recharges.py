@@ -50,9 +50,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from scratch import create_database, drop_database, server_facts
+from scratch import create_database, drop_database, pgbench_args, server_facts
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -130,15 +129,7 @@ TPS_LINE = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", r
 
 
 def run_pgbench(pgbench: str, admin_url: str, dbname: str, clients: int, seconds: int) -> float:
-    parts = urlsplit(admin_url)
-    conn_args = [
-        "-h", parts.hostname or "127.0.0.1",
-        "-p", str(parts.port or 5432),
-        "-U", unquote(parts.username or "postgres"),
-    ]  # fmt: skip
-    env = dict(os.environ)
-    if parts.password:
-        env["PGPASSWORD"] = unquote(parts.password)
+    conn_args, env = pgbench_args(admin_url)
     init = subprocess.run(
         [pgbench, "-i", "-q", "-s", str(clients), *conn_args, dbname],
         env=env,

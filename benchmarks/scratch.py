@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import os
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -34,3 +35,17 @@ def server_facts(admin_url: str) -> str:
 
         version, sync, fsync = show("server_version"), show("synchronous_commit"), show("fsync")
     return f"PostgreSQL {version}, fsync={fsync}, synchronous_commit={sync}"
+
+
+def pgbench_args(url: str) -> tuple[list[str], dict[str, str]]:
+    """pgbench's connection options for a URL, and its environment (the password)."""
+    parts = urlsplit(url)
+    args = [
+        "-h", parts.hostname or "127.0.0.1",
+        "-p", str(parts.port or 5432),
+        "-U", unquote(parts.username or "postgres"),
+    ]  # fmt: skip
+    env = dict(os.environ)
+    if parts.password:
+        env["PGPASSWORD"] = unquote(parts.password)
+    return args, env

@@ -52,9 +52,9 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from scratch import create_database, drop_database, server_facts
+from scratch import create_database, drop_database, pgbench_args, server_facts
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCENARIOS = ("own-threads", "own-processes", "shared-threads", "shared-processes", "top-processes")
@@ -463,19 +463,6 @@ def run_processes(
 
 # ---------------------------------------------------------------------------------------------
 # pgbench and scratch databases
-
-
-def pgbench_args(url: str) -> tuple[list[str], dict[str, str]]:
-    parts = urlsplit(url)
-    args = [
-        "-h", parts.hostname or "127.0.0.1",
-        "-p", str(parts.port or 5432),
-        "-U", unquote(parts.username or "postgres"),
-    ]  # fmt: skip
-    env = dict(os.environ)
-    if parts.password:
-        env["PGPASSWORD"] = unquote(parts.password)
-    return args, env
 
 
 TPS_LINE = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.M)
