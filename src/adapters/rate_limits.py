@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Limit:
-    hits: int
-    window_seconds: int
+from ledger.recharges.placement_ports import Limit
 
 
 class RateLimiter:
+    """The RateCounters port on PostgreSQL."""
+
     def __init__(self, pool: Any) -> None:
         self.pool = pool
 

@@ -1,14 +1,11 @@
-"""Sending verification codes by SMS: a protocol, and the sandbox that keeps an outbox."""
+"""Sending verification codes by SMS (the SmsSender port): the sandbox that keeps an outbox,
+and the refusal outside sandbox mode until a provider is configured."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from ledger.errors import NotPermitted
-
-
-class SmsSender(Protocol):
-    def send(self, account: str, message: str, code: str) -> None: ...
 
 
 class SandboxSms:

@@ -9,33 +9,18 @@ import secrets
 from typing import Any
 from uuid import UUID
 
-from adapters.rate_limits import Limit, RateLimiter
-from adapters.sms import SmsSender
-from ledger.errors import DomainError
+from adapters.rate_limits import RateLimiter
+from ledger.errors import DomainError, RateLimited, VerificationFailed, VerificationLocked
+from ledger.recharges.placement_ports import Limit, SmsSender
 
 VALID_SECONDS = 300
 MAX_TRIES = 5
 SENDS = Limit(hits=3, window_seconds=600)
 
 
-class VerificationFailed(DomainError):
-    code = "verification_failed"
+class PostgresVerificationCodes:
+    """The VerificationCodes port: codes kept as keyed hashes in PostgreSQL, sent by SMS."""
 
-
-class VerificationLocked(DomainError):
-    code = "verification_locked"
-
-
-class TooManySends(DomainError):
-    code = "rate_limited"
-    transient = True
-
-    def __init__(self, detail: str, retry_after: int) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
-
-
-class VerificationCodes:
     def __init__(self, pool: Any, key: bytes, sms: SmsSender, limiter: RateLimiter) -> None:
         self.pool = pool
         self.key = key
@@ -45,7 +30,7 @@ class VerificationCodes:
     def send(self, channel_id: UUID, channel_name: str, account: str) -> None:
         wait = self.limiter.hit(f"sms:{account}", SENDS)
         if wait is not None:
-            raise TooManySends("at most 3 codes are sent to an account in 10 minutes", wait)
+            raise RateLimited("at most 3 codes are sent to an account in 10 minutes", wait)
         code = f"{secrets.randbelow(10**6):06d}"
         with self.pool.connection() as conn:
             conn.execute(

@@ -10,19 +10,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.background import start_background
-from adapters.database import application_env, open_pool
-from adapters.payments import gateways
-from adapters.rate_limits import RateLimiter
 from adapters.settings import Settings
-from adapters.sms import NoSmsProvider, SandboxSms
-from adapters.verification import VerificationCodes
 from api import problems
-from api.auth import Authenticator
 from api.metrics import RequestMetrics
 from api.problems import problem_response
-from api.routes import cards, codes, distribution, ledger, operations, page, recharges
-from ledger.cards.application import Cards
-from projections.catalog import Views
+from api.routes import ROUTERS
+from api.runtime.services import build_services
 
 
 class BodyLimit:
@@ -73,47 +66,18 @@ class BodyTooLarge(StarletteHTTPException):
 def create_app(settings: Settings, database_url: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = open_pool(database_url, size=settings.ledger_pool_size)
-        app.state.settings = settings
-        app.state.pool = pool
         background = start_background(
-            settings, database_url, with_worker=not settings.broker_url,
+            settings,
+            database_url,
+            with_worker=not settings.broker_url,
             run_projections=settings.ledger_run_projections,
         )
-        runtime = background.runtime
-        app.state.distribution = runtime.distribution
-        app.state.recharges = runtime.recharges
-        app.state.limiter = RateLimiter(pool)
-        app.state.sms = SandboxSms(pool) if settings.sandbox else NoSmsProvider()
-        app.state.verification = VerificationCodes(
-            pool, settings.secret_bytes, app.state.sms, app.state.limiter
-        )
-        app.state.authenticator = Authenticator(
-            pool, settings.secret_bytes, settings.ledger_signature_window_seconds
-        )
-        app.state.authenticator.accept_keys(
-            "ck_",
-            "channel",
-            lambda channel_id, key_id: app.state.distribution.channel(channel_id).key_id == key_id,
-        )
-        app.state.cards = Cards(
-            env=application_env(
-                settings, database_url, POSTGRES_POOL_SIZE="2", POSTGRES_MAX_OVERFLOW="6"
-            )
-        )
-        app.state.payments, app.state.payouts = gateways(settings.sandbox)
-        app.state.authenticator.accept_keys(
-            "mk_",
-            "merchant",
-            lambda merchant_id, key_id: app.state.cards.merchant(merchant_id).key_id == key_id,
-        )
-        app.state.views = Views(pool)
+        app.state.services = build_services(settings, database_url, background.runtime)
         try:
             yield
         finally:
             background.stop()
-            app.state.cards.close()
-            pool.close()
+            app.state.services.close()
 
     app = FastAPI(
         title="Membership-card ledger",
@@ -122,8 +86,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (distribution, codes, recharges, cards, ledger, operations, page):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.ledger_max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app

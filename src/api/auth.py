@@ -15,6 +15,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from adapters.signing import key_secret, sign_request
+from api.container import get_services
 from api.problems import Problem
 from ledger.errors import NotFound
 
@@ -49,8 +50,6 @@ def new_token() -> str:
 
 def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
-
-
 
 
 def key_id_for(prefix: str, party_id: UUID) -> str:
@@ -138,7 +137,7 @@ class Authenticator:
 
 async def authenticate(request: Request) -> Principal:
     """FastAPI dependency: the caller, from a bearer token or a signed request."""
-    authenticator: Authenticator = request.app.state.authenticator
+    authenticator = get_services(request).authenticator
     authorization = request.headers.get("Authorization", "")
     if authorization.startswith("Bearer "):
         return await run_in_threadpool(authenticator.bearer, authorization[7:].strip())

@@ -68,8 +68,12 @@ def serve(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(
-            create_app(settings, url), host=host, port=port, log_level="warning",
-            proxy_headers=True, forwarded_allow_ips=settings.ledger_trusted_proxies,
+            create_app(settings, url),
+            host=host,
+            port=port,
+            log_level="warning",
+            proxy_headers=True,
+            forwarded_allow_ips=settings.ledger_trusted_proxies,
         )
     finally:
         if platform is not None:

@@ -28,9 +28,7 @@ def load_demo(
     gateway = f"http://127.0.0.1:{settings.ledger_sandbox_platform_port}"
     try:
         iqiyi = app.register_platform(demo_id("iqiyi"), "iQiyi", gateway)
-        tencent = app.register_platform(
-            demo_id("tencent"), "Tencent Video", gateway
-        )
+        tencent = app.register_platform(demo_id("tencent"), "Tencent Video", gateway)
         gold_month = app.register_product(
             demo_id("iqiyi-gold-month"),
             iqiyi.id,

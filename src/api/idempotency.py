@@ -22,7 +22,8 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import Principal, authenticate, authenticate_or_page
-from api.problems import PROBLEM_JSON, STATUS_BY_CODE, Problem, domain_problem
+from api.container import get_services
+from api.problems import PROBLEM_JSON, STATUS_BY_CODE, Problem, domain_problem, is_transient
 from ledger.errors import DomainError
 
 NAMESPACE = uuid.UUID("6f1c63e4-8a43-4c7a-9d7e-2b4f0a7f3b1e")
@@ -59,9 +60,7 @@ class IdempotentCall:
     def command_id(self) -> uuid.UUID:
         return uuid.uuid5(NAMESPACE, f"{self.principal.scope}\n{self.key}")
 
-    def run(
-        self, command: Callable[[uuid.UUID], Outcome], *, sealed: bool = False
-    ) -> JSONResponse:
+    def run(self, command: Callable[[uuid.UUID], Outcome], *, sealed: bool = False) -> JSONResponse:
         """Run once; a repeat gets the first answer. `sealed` for answers holding secrets."""
         stored = self._begin()
         if stored is not None:
@@ -71,7 +70,7 @@ class IdempotentCall:
             status, body = command(self.command_id)
         except DomainError as refusal:
             response = domain_problem(self.request, refusal)
-            if refusal.transient:
+            if is_transient(refusal):
                 self._abandon()
             else:
                 self._finish(response.status_code, bytes(response.body), sealed=False)
@@ -133,7 +132,7 @@ class IdempotentCall:
             )
 
     def _seal(self) -> Seal:
-        master: bytes = self.request.app.state.settings.secret_bytes
+        master: bytes = get_services(self.request).settings.secret_bytes
         return Seal(master, f"{self.principal.scope}\n{self.key}".encode())
 
     def _abandon(self) -> None:
@@ -171,4 +170,4 @@ async def idempotent_call(request: Request, principal: Principal) -> IdempotentC
         )
     body = await request.body()
     digest = hashlib.sha256(f"{request.method}\n{request.url.path}\n".encode() + body).digest()
-    return IdempotentCall(request.app.state.pool, request, principal, key, digest)
+    return IdempotentCall(get_services(request).pool, request, principal, key, digest)

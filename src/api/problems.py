@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.commands import ConflictPersisted
-from ledger.errors import DomainError
+from ledger.errors import DomainError, RateLimited
 
 log = logging.getLogger("api")
 
@@ -97,8 +97,14 @@ def problem_response(
 
 
 def domain_problem(request: Request, refusal: DomainError) -> JSONResponse:
-    extra = {} if refusal.retry_after is None else {"retry_after": refusal.retry_after}
+    extra = {"retry_after": refusal.wait_seconds} if isinstance(refusal, RateLimited) else {}
     return problem_response(request, refusal.code, refusal.detail, **extra)
+
+
+def is_transient(refusal: DomainError) -> bool:
+    """A refusal that may succeed later (a rate limit) is never stored as the answer to an
+    idempotency key: the same request is let through once the wait is over."""
+    return isinstance(refusal, RateLimited)
 
 
 def request_id(request: Request) -> str:

@@ -1,22 +1,30 @@
 """What every application of the ledger shares: the ledger's value objects in its events, a
-command runner, and typed lookups that answer NotFound for an unknown id or another kind."""
+command runner, typed lookups that answer NotFound for an unknown id or another kind, and the
+three ways a command records: once by id, create, change."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
 
 from ledger.commands import CommandRunner
-from ledger.errors import NotFound
+from ledger.errors import DomainError, NotFound
 from ledger.transcodings import register_ledger_transcodings
+
+T = TypeVar("T")
+A = TypeVar("A", bound=Aggregate)
 
 
 class LedgerApplication:
     """Mixed into an eventsourcing Application (or EventSourcedProjection)."""
 
     repository: Any
+    save: Any
 
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)  # type: ignore[call-arg]
@@ -34,3 +42,54 @@ class LedgerApplication:
         if not isinstance(aggregate, kind):
             raise NotFound(f"{what} {aggregate_id} not found")
         return aggregate
+
+    def _record_once(
+        self,
+        command_id: UUID,
+        decide: Callable[[], T],
+        replay: Callable[[], T],
+        *aggregate_ids: UUID | None,
+    ) -> T:
+        """Run a command whose decision records a new aggregate under `command_id`, once: a
+        repeated command id returns what the first run recorded (`replay`).
+
+        The first run is the common case, so the event store's uniqueness of the id is what
+        detects a repeat: only a save that conflicts, or a refusal, asks whether the id was
+        recorded already. A conflict on another aggregate is decided again on fresh state.
+        """
+
+        def decide_unless_recorded() -> T:
+            try:
+                return decide()
+            except (IntegrityError, DomainError):
+                if command_id in self.repository:
+                    return replay()
+                raise
+
+        ids = [i for i in (command_id, *aggregate_ids) if i is not None]
+        return self.commands.run(decide_unless_recorded, *ids)
+
+    def _create(self, aggregate: A, *more: Aggregate) -> A:
+        """Save new aggregates; if the first one's id was already taken (the same command
+        again), return what was recorded under it."""
+        kind = type(aggregate)
+        try:
+            self.save(aggregate, *more)
+        except IntegrityError:
+            found: A = self._get(aggregate.id, kind, kind.__name__.lower())
+            return found
+        return aggregate
+
+    def _change(
+        self, aggregate_id: UUID, get: Callable[[UUID], A], change: Callable[[A], Any]
+    ) -> A:
+        """Get an aggregate, change it, and save it if the change recorded anything."""
+
+        def decide() -> A:
+            aggregate = get(aggregate_id)
+            change(aggregate)
+            if aggregate.pending_events:
+                self.save(aggregate)
+            return aggregate
+
+        return self.commands.run(decide, aggregate_id)

@@ -5,10 +5,6 @@ class DomainError(Exception):
     """A command was refused by a business rule; nothing was recorded."""
 
     code = "domain_error"
-    transient = False
-    """A transient refusal (rate limits) may succeed later: it is never stored as the answer
-    to an idempotency key."""
-    retry_after: int | None = None
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.code)
@@ -141,3 +137,26 @@ class NotCardHolder(DomainError):
 
 class PaymentDeclined(DomainError):
     code = "payment_declined"
+
+
+class VerificationFailed(DomainError):
+    """No valid verification code for the account, or a wrong one."""
+
+    code = "verification_failed"
+
+
+class VerificationLocked(DomainError):
+    """Too many wrong tries at the account's verification code: a new one is needed."""
+
+    code = "verification_locked"
+
+
+class RateLimited(DomainError):
+    """Too many attempts in a window; `wait_seconds` until one more would be let through.
+    Such a refusal may succeed later, unlike every other."""
+
+    code = "rate_limited"
+
+    def __init__(self, detail: str, wait_seconds: int) -> None:
+        super().__init__(detail)
+        self.wait_seconds = wait_seconds

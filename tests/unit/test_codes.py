@@ -148,7 +148,7 @@ class World:
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    app = Distribution()
+    app = Distribution(env={"CODE_HASH_KEY": "unit-test-code-key"})
     platform, product, shop, other = uuid4(), uuid4(), uuid4(), uuid4()
     app.register_platform(platform, "iQiyi", "https://gateway.iqiyi.example")
     app.register_product(product, platform, "VIP monthly", 30, Money(3000), Money(2000))

@@ -62,7 +62,7 @@ class World:
 
 @pytest.fixture
 def world() -> World:
-    app = Distribution()
+    app = Distribution(env={"CODE_HASH_KEY": "unit-test-code-key"})
     platform, product, top, sub, leaf = uuid4(), uuid4(), uuid4(), uuid4(), uuid4()
     app.register_platform(platform, "iQiyi", "https://gateway.iqiyi.example")
     app.register_product(product, platform, "VIP monthly", 30, Money(FACE_VALUE), Money(WHOLESALE))

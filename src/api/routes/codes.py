@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from api.auth import require
+from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
-from api.routes.distribution import app_of, parse_id
+from api.routes.distribution import parse_id
 from api.schemas import CodeBatchIn, CodesIn, CodeVoidIn
 from ledger.errors import InvalidAmount
 
@@ -19,7 +20,9 @@ router = APIRouter(prefix="/v1", tags=["codes"])
 
 @router.post("/code-batches", status_code=201)
 def issue_codes(
-    body: CodeBatchIn, request: Request, call: IdempotentCall = Depends(idempotent)
+    body: CodeBatchIn,
+    call: IdempotentCall = Depends(idempotent),
+    services: Services = Depends(get_services),
 ) -> Any:
     """The codes are in this answer only (and in its idempotent replays); they are stored
     nowhere in clear."""
@@ -31,7 +34,7 @@ def issue_codes(
         raise InvalidAmount("expires_at must be in the future")
 
     def command(batch_id: UUID) -> tuple[int, dict[str, Any]]:
-        batch, codes = app_of(request).issue_codes(
+        batch, codes = services.distribution.issue_codes(
             batch_id, channel_id, product_id, body.quantity, body.expires_at, body.inactive
         )
         return 201, {
@@ -48,7 +51,9 @@ def issue_codes(
 
 @router.post("/code-activations")
 def activate_codes(
-    body: CodesIn, request: Request, call: IdempotentCall = Depends(idempotent)
+    body: CodesIn,
+    call: IdempotentCall = Depends(idempotent),
+    services: Services = Depends(get_services),
 ) -> Any:
     require(call.principal, "channel")
     assert call.principal.channel_id is not None
@@ -56,21 +61,23 @@ def activate_codes(
     return call.run(
         lambda _: (
             200,
-            {"activated": len(app_of(request).activate_codes(channel_id, body.codes))},
+            {"activated": len(services.distribution.activate_codes(channel_id, body.codes))},
         )
     )
 
 
 @router.post("/code-voids")
 def void_codes(
-    body: CodeVoidIn, request: Request, call: IdempotentCall = Depends(idempotent)
+    body: CodeVoidIn,
+    call: IdempotentCall = Depends(idempotent),
+    services: Services = Depends(get_services),
 ) -> Any:
     require(call.principal, "channel")
     assert call.principal.channel_id is not None
     channel_id = call.principal.channel_id
 
     def command(_: UUID) -> tuple[int, dict[str, Any]]:
-        app = app_of(request)
+        app = services.distribution
         if body.batch_id is not None:
             voided = app.void_batch(channel_id, parse_id(body.batch_id, "code batch"))
         else:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
 from adapters.signing import key_secret, webhook_secret
 from api.auth import Principal, authenticate, require
+from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
 from api.problems import Problem
 from api.schemas import (
@@ -43,13 +44,9 @@ def parse_id(value: str, what: str) -> UUID:
         raise NotFound(f"{what} {value!r} not found") from None
 
 
-def app_of(request: Request) -> Distribution:
-    return request.app.state.distribution  # type: ignore[no-any-return]
-
-
-def visible_channel(request: Request, principal: Principal, channel_id: str) -> Channel:
+def visible_channel(distribution: Distribution, principal: Principal, channel_id: str) -> Channel:
     """A channel sees its own subtree only; anything else does not exist for it."""
-    channel = app_of(request).channel(parse_id(channel_id, "channel"))
+    channel = distribution.channel(parse_id(channel_id, "channel"))
     if principal.role == "channel":
         assert principal.channel_id is not None
         if not channel.is_within(principal.channel_id):
@@ -57,8 +54,8 @@ def visible_channel(request: Request, principal: Principal, channel_id: str) -> 
     return channel
 
 
-def channel_created(request: Request, channel: Channel) -> tuple[int, dict[str, Any]]:
-    secret = key_secret(request.app.state.settings.secret_bytes, channel.key_id)
+def channel_created(services: Services, channel: Channel) -> tuple[int, dict[str, Any]]:
+    secret = key_secret(services.settings.secret_bytes, channel.key_id)
     return 201, ChannelCreated(
         id=str(channel.id), key_id=channel.key_id, key_secret=secret
     ).model_dump()
@@ -66,7 +63,9 @@ def channel_created(request: Request, channel: Channel) -> tuple[int, dict[str, 
 
 @router.post("/platforms", status_code=201, response_model=Created)
 def register_platform(
-    body: PlatformIn, request: Request, call: IdempotentCall = Depends(idempotent)
+    body: PlatformIn,
+    call: IdempotentCall = Depends(idempotent),
+    services: Services = Depends(get_services),
 ) -> Any:
     require(call.principal, "operator")
     return call.run(
@@ -74,9 +73,9 @@ def register_platform(
             201,
             {
                 "id": str(
-                    app_of(request)
-                    .register_platform(command_id, body.name, str(body.gateway_url))
-                    .id
+                    services.distribution.register_platform(
+                        command_id, body.name, str(body.gateway_url)
+                    ).id
                 )
             },
         )
@@ -85,13 +84,15 @@ def register_platform(
 
 @router.post("/products", status_code=201, response_model=Created)
 def register_product(
-    body: ProductIn, request: Request, call: IdempotentCall = Depends(idempotent)
+    body: ProductIn,
+    call: IdempotentCall = Depends(idempotent),
+    services: Services = Depends(get_services),
 ) -> Any:
     require(call.principal, "operator")
     platform_id = parse_id(body.platform_id, "platform")
 
     def command(command_id: UUID) -> tuple[int, dict[str, Any]]:
-        product = app_of(request).register_product(
+        product = services.distribution.register_product(
             command_id,
             platform_id,
             body.name,
@@ -106,12 +107,14 @@ def register_product(
 
 @router.post("/channels", status_code=201, response_model=ChannelCreated)
 def register_channel(
-    body: ChannelIn, request: Request, call: IdempotentCall = Depends(idempotent)
+    body: ChannelIn,
+    call: IdempotentCall = Depends(idempotent),
+    services: Services = Depends(get_services),
 ) -> Any:
     require(call.principal, "operator")
     return call.run(
         lambda command_id: channel_created(
-            request, app_of(request).register_channel(command_id, body.name)
+            services, services.distribution.register_channel(command_id, body.name)
         ),
         sealed=True,
     )
@@ -119,13 +122,16 @@ def register_channel(
 
 @router.post("/channels/{channel_id}/subchannels", status_code=201, response_model=ChannelCreated)
 def register_subchannel(
-    channel_id: str, body: ChannelIn, request: Request, call: IdempotentCall = Depends(idempotent)
+    channel_id: str,
+    body: ChannelIn,
+    call: IdempotentCall = Depends(idempotent),
+    services: Services = Depends(get_services),
 ) -> Any:
     require(call.principal, "channel")
-    parent = visible_channel(request, call.principal, channel_id)
+    parent = visible_channel(services.distribution, call.principal, channel_id)
     return call.run(
         lambda command_id: channel_created(
-            request, app_of(request).register_channel(command_id, body.name, parent.id)
+            services, services.distribution.register_channel(command_id, body.name, parent.id)
         ),
         sealed=True,
     )
@@ -133,14 +139,17 @@ def register_subchannel(
 
 @router.post("/channels/{channel_id}/deposits", status_code=201)
 def deposit(
-    channel_id: str, body: DepositIn, request: Request, call: IdempotentCall = Depends(idempotent)
+    channel_id: str,
+    body: DepositIn,
+    call: IdempotentCall = Depends(idempotent),
+    services: Services = Depends(get_services),
 ) -> Any:
     require(call.principal, "operator")
     target = parse_id(channel_id, "channel")
     amount = body.amount.to_money()
 
     def command(command_id: UUID) -> tuple[int, dict[str, Any]]:
-        channel = app_of(request).deposit(command_id, target, amount)
+        channel = services.distribution.deposit(command_id, target, amount)
         funds = MoneyOut(amount=channel.funds_in(amount.currency), currency=amount.currency)
         return 201, {"id": str(command_id), "funds": funds.model_dump()}
 
@@ -152,34 +161,42 @@ def set_price(
     channel_id: str,
     product_id: str,
     body: PriceIn,
-    request: Request,
     principal: Principal = Depends(authenticate),
+    services: Services = Depends(get_services),
 ) -> Any:
     require(principal, "channel")
-    channel = visible_channel(request, principal, channel_id)
+    channel = visible_channel(services.distribution, principal, channel_id)
     if channel.id != principal.channel_id:
         raise Problem("forbidden", "a channel sets only its own prices, for its children")
     product = parse_id(product_id, "product")
-    app_of(request).set_price(channel.id, product, body.price.to_money())
+    services.distribution.set_price(channel.id, product, body.price.to_money())
     return {"product_id": str(product), "price": body.price.to_money().as_dict()}
 
 
 @router.post("/channels/{channel_id}/suspension", status_code=200)
-def suspend(channel_id: str, request: Request, call: IdempotentCall = Depends(idempotent)) -> Any:
-    channel = _suspendable(request, call.principal, channel_id)
-    return call.run(lambda _: (200, _channel_view(app_of(request).suspend(channel.id))))
+def suspend(
+    channel_id: str,
+    call: IdempotentCall = Depends(idempotent),
+    services: Services = Depends(get_services),
+) -> Any:
+    channel = _suspendable(services.distribution, call.principal, channel_id)
+    return call.run(lambda _: (200, _channel_view(services.distribution.suspend(channel.id))))
 
 
 @router.delete("/channels/{channel_id}/suspension", status_code=200)
-def resume(channel_id: str, request: Request, principal: Principal = Depends(authenticate)) -> Any:
-    channel = _suspendable(request, principal, channel_id)
-    return _channel_view(app_of(request).resume(channel.id))
+def resume(
+    channel_id: str,
+    principal: Principal = Depends(authenticate),
+    services: Services = Depends(get_services),
+) -> Any:
+    channel = _suspendable(services.distribution, principal, channel_id)
+    return _channel_view(services.distribution.resume(channel.id))
 
 
-def _suspendable(request: Request, principal: Principal, channel_id: str) -> Channel:
+def _suspendable(distribution: Distribution, principal: Principal, channel_id: str) -> Channel:
     """The operator, or a channel above this one, may suspend or resume it."""
     require(principal, "operator", "channel")
-    channel = visible_channel(request, principal, channel_id)
+    channel = visible_channel(distribution, principal, channel_id)
     if principal.role == "channel" and channel.id == principal.channel_id:
         raise Problem("forbidden", "a channel is suspended by its parent or the operator")
     return channel
@@ -187,25 +204,30 @@ def _suspendable(request: Request, principal: Principal, channel_id: str) -> Cha
 
 @router.put("/channels/{channel_id}/webhook")
 def set_webhook(
-    channel_id: str, body: WebhookIn, request: Request, principal: Principal = Depends(authenticate)
+    channel_id: str,
+    body: WebhookIn,
+    principal: Principal = Depends(authenticate),
+    services: Services = Depends(get_services),
 ) -> Any:
     require(principal, "channel")
-    channel = visible_channel(request, principal, channel_id)
+    channel = visible_channel(services.distribution, principal, channel_id)
     if channel.id != principal.channel_id:
         raise Problem("forbidden", "a channel sets only its own webhook")
-    app_of(request).set_webhook(channel.id, str(body.url))
+    services.distribution.set_webhook(channel.id, str(body.url))
     return {
         "url": str(body.url),
-        "secret": webhook_secret(request.app.state.settings.secret_bytes, channel.id),
+        "secret": webhook_secret(services.settings.secret_bytes, channel.id),
     }
 
 
 @router.get("/channels/{channel_id}")
 def get_channel(
-    channel_id: str, request: Request, principal: Principal = Depends(authenticate)
+    channel_id: str,
+    principal: Principal = Depends(authenticate),
+    services: Services = Depends(get_services),
 ) -> Any:
     require(principal, "operator", "finance", "channel")
-    return _channel_view(visible_channel(request, principal, channel_id))
+    return _channel_view(visible_channel(services.distribution, principal, channel_id))
 
 
 def _channel_view(channel: Channel) -> dict[str, Any]:
@@ -223,7 +245,9 @@ def _channel_view(channel: Channel) -> dict[str, Any]:
 
 @router.post("/stock-purchases", status_code=201, response_model=StockPurchaseOut)
 def purchase_stock(
-    body: StockPurchaseIn, request: Request, call: IdempotentCall = Depends(idempotent)
+    body: StockPurchaseIn,
+    call: IdempotentCall = Depends(idempotent),
+    services: Services = Depends(get_services),
 ) -> Any:
     require(call.principal, "channel")
     assert call.principal.channel_id is not None
@@ -231,7 +255,7 @@ def purchase_stock(
     product_id = parse_id(body.product_id, "product")
 
     def command(command_id: UUID) -> tuple[int, dict[str, Any]]:
-        purchase, buyer = app_of(request).purchase_stock(
+        purchase, buyer = services.distribution.purchase_stock(
             command_id, buyer_id, product_id, body.quantity
         )
         out = StockPurchaseOut(
@@ -250,11 +274,15 @@ def purchase_stock(
 
 
 @router.get("/channels/{channel_id}/stock", response_model=StockList)
-def stock(channel_id: str, request: Request, principal: Principal = Depends(authenticate)) -> Any:
+def stock(
+    channel_id: str,
+    principal: Principal = Depends(authenticate),
+    services: Services = Depends(get_services),
+) -> Any:
     require(principal, "operator", "finance", "channel")
-    channel = visible_channel(request, principal, channel_id)
-    request.app.state.views.catch_up()
-    balances = request.app.state.views.balances.of_accounts_under(f"channel:{channel.id}:")
+    channel = visible_channel(services.distribution, principal, channel_id)
+    services.views.catch_up()
+    balances = services.views.balances.of_accounts_under(f"channel:{channel.id}:")
     positions: dict[str, dict[str, int]] = {}
     for (account, _asset), (posted, _pending) in balances.items():
         _, _, purpose, *rest = account.split(":")
@@ -268,16 +296,16 @@ def stock(channel_id: str, request: Request, principal: Principal = Depends(auth
 @router.get("/channels/{channel_id}/funds", response_model=Balance)
 def funds(
     channel_id: str,
-    request: Request,
     currency: Currency = Query("CNY"),
     principal: Principal = Depends(authenticate),
+    services: Services = Depends(get_services),
 ) -> Any:
     require(principal, "operator", "finance", "channel")
-    channel = visible_channel(request, principal, channel_id)
-    request.app.state.views.catch_up()
-    posted, pending = request.app.state.views.balances.of_account(
-        accounts.channel_funds(channel.id)
-    ).get(currency, (0, 0))
+    channel = visible_channel(services.distribution, principal, channel_id)
+    services.views.catch_up()
+    posted, pending = services.views.balances.of_account(accounts.channel_funds(channel.id)).get(
+        currency, (0, 0)
+    )
     return Balance(
         posted=MoneyOut(amount=posted, currency=currency),
         pending=MoneyOut(amount=pending, currency=currency),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import AwareDatetime
 
 from api.auth import Principal, authenticate, require
+from api.container import Services, get_services
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 
@@ -16,14 +17,14 @@ AccountName = Path(min_length=3, max_length=300, pattern=r"^[a-z]+(:[A-Za-z0-9_.
 
 @router.get("/accounts/{account}/balance")
 def account_balance(
-    request: Request,
     account: str = AccountName,
     as_of: AwareDatetime | None = Query(None, description="Balance by event time (UTC)."),
     principal: Principal = Depends(authenticate),
+    services: Services = Depends(get_services),
 ) -> Any:
     """Posted, pending and available per asset; with `as_of`, as they stood then."""
     require(principal, "finance")
-    views = request.app.state.views
+    views = services.views
     if as_of is None:
         views.catch_up()
         balances = views.balances.of_account(account)
@@ -41,10 +42,13 @@ def account_balance(
 
 
 @router.get("/trial-balance")
-def trial_balance(request: Request, principal: Principal = Depends(authenticate)) -> Any:
+def trial_balance(
+    principal: Principal = Depends(authenticate),
+    services: Services = Depends(get_services),
+) -> Any:
     require(principal, "finance")
-    request.app.state.views.catch_up()
-    totals = request.app.state.views.balances.trial_balance()
+    services.views.catch_up()
+    totals = services.views.balances.trial_balance()
     return {
         "items": [{"asset": asset, "total": total} for asset, total in totals.items()],
         "balanced": all(total == 0 for total in totals.values()),
@@ -53,16 +57,16 @@ def trial_balance(request: Request, principal: Principal = Depends(authenticate)
 
 @router.get("/journal")
 def journal(
-    request: Request,
     application: str | None = Query(None, pattern="^(distribution|cards)$"),
     limit: int = Query(50, ge=1, le=100),
     after: str | None = Query(None, pattern=r"^[a-z]+:[0-9]+$", description="a next_cursor"),
     principal: Principal = Depends(authenticate),
+    services: Services = Depends(get_services),
 ) -> Any:
     """Every movement in log order (by application, then position), with its postings,
     its event id and its link in the hash chain."""
     require(principal, "finance")
-    views = request.app.state.views
+    views = services.views
     views.catch_up("journal")
     cursor = None
     if after:
@@ -76,9 +80,7 @@ def journal(
             "event_id": f"{row['originator_id']}:{row['originator_version']}",
             "topic": row["topic"],
             "recorded_at": row["recorded_at"].isoformat(),
-            "postings": [
-                {"account": a, "asset": k, "amount": n} for a, k, n in row["postings"]
-            ],
+            "postings": [{"account": a, "asset": k, "amount": n} for a, k, n in row["postings"]],
             "holds": [{"account": a, "asset": k, "amount": n} for a, k, n in row["holds"]],
             "chain_hash": row["chain_hash"],
         }

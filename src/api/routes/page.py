@@ -16,11 +16,12 @@ from typing import Any
 from uuid import UUID
 
 import jinja2
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from api.routes.distribution import app_of
+from api.container import Services, get_services
 from api.routes.recharges import find_recharge
+from ledger.distribution.application import Distribution
 from ledger.distribution.channel import Channel
 from ledger.errors import ChannelSuspended, NotFound
 
@@ -54,8 +55,7 @@ FAILURE_MESSAGES = (
     ),
 )
 FAILED = (
-    "The video platform could not add the membership. "
-    "Your code was not used: you can try it again."
+    "The video platform could not add the membership. Your code was not used: you can try it again."
 )
 
 
@@ -90,21 +90,23 @@ def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     )
 
 
-def page_channel(request: Request, channel_ref: str) -> Channel | None:
+def page_channel(distribution: Distribution, channel_ref: str) -> Channel | None:
     try:
-        return app_of(request).channel(UUID(channel_ref))
+        return distribution.channel(UUID(channel_ref))
     except (ValueError, NotFound):
         return None
 
 
 @router.get("/{channel_id}", response_class=HTMLResponse)
-def recharge_page(channel_id: str, request: Request) -> HTMLResponse:
+def recharge_page(
+    channel_id: str, request: Request, services: Services = Depends(get_services)
+) -> HTMLResponse:
     """The channel's recharge page, in its name; a plain 404 page for an unknown channel."""
-    channel = page_channel(request, channel_id)
+    channel = page_channel(services.distribution, channel_id)
     if channel is None:
         return render("recharge.html", 404, channel=None, suspended=False, base="")
     try:
-        app_of(request).check_line_active(channel)
+        services.distribution.check_line_active(channel)
         suspended = False
     except ChannelSuspended:
         suspended = True
@@ -113,9 +115,11 @@ def recharge_page(channel_id: str, request: Request) -> HTMLResponse:
 
 
 @router.get("/{channel_id}/recharges/{recharge_id}")
-def recharge_status(channel_id: str, recharge_id: str, request: Request) -> JSONResponse:
+def recharge_status(
+    channel_id: str, recharge_id: str, services: Services = Depends(get_services)
+) -> JSONResponse:
     """Status and a message for the page; a recharge of another channel does not exist here."""
-    channel = page_channel(request, channel_id)
+    channel = page_channel(services.distribution, channel_id)
     try:
         wanted = UUID(recharge_id)
     except ValueError:
@@ -123,7 +127,7 @@ def recharge_status(channel_id: str, recharge_id: str, request: Request) -> JSON
     recharge = None
     if channel is not None and wanted is not None:
         try:
-            recharge = find_recharge(request, wanted)
+            recharge = find_recharge(services, wanted)
         except NotFound:
             recharge = None
     if recharge is None or channel is None or recharge.channel_id != channel.id:

@@ -14,7 +14,6 @@ from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
 
 from ledger.applications import LedgerApplication
 from ledger.cards.cards import CardPurchase, MainCard
@@ -67,11 +66,11 @@ class Cards(LedgerApplication, Application[UUID]):
             timezone=check_timezone(timezone),
             key_id=f"mk_{merchant_id.hex}",
         )
-        return self._create(Merchant, merchant)
+        return self._create(merchant)
 
     def register_member(self, member_id: UUID, name: str, phone: str) -> Member:
         member = Member(id=member_id, name=check_name(name), phone=check_phone(phone))
-        return self._create(Member, member, Wallet(id=wallet_id(member_id), member_id=member_id))
+        return self._create(member, Wallet(id=wallet_id(member_id), member_id=member_id))
 
     def publish_activity(
         self,
@@ -99,7 +98,9 @@ class Cards(LedgerApplication, Application[UUID]):
             self.save(activity, merchant)
             return activity
 
-        return self._once(activity_id, decide, lambda: self.activity(activity_id), merchant_id)
+        return self._record_once(
+            activity_id, decide, lambda: self.activity(activity_id), merchant_id
+        )
 
     # main cards
 
@@ -133,7 +134,7 @@ class Cards(LedgerApplication, Application[UUID]):
             self.save(purchase, card, owner)
             return card
 
-        return self._once(card_id, decide, lambda: self.main_card(card_id), owner_id)
+        return self._record_once(card_id, decide, lambda: self.main_card(card_id), owner_id)
 
     # shared cards
 
@@ -177,7 +178,7 @@ class Cards(LedgerApplication, Application[UUID]):
             self.save(card, main, *self._deliver(card, owner_id))
             return card
 
-        return self._once(card_id, decide, lambda: self.shared_card(card_id), main_card_id)
+        return self._record_once(card_id, decide, lambda: self.shared_card(card_id), main_card_id)
 
     def pass_on(
         self, card_id: UUID, holder_id: UUID, shared_card_id: UUID, to_member_id: UUID | None
@@ -194,7 +195,7 @@ class Cards(LedgerApplication, Application[UUID]):
             self.save(card, main, *self._deliver(card, holder_id))
             return card
 
-        return self._once(card_id, decide, lambda: self.shared_card(card_id), shared_card_id)
+        return self._record_once(card_id, decide, lambda: self.shared_card(card_id), shared_card_id)
 
     def claim(self, card_id: UUID, member_id: UUID, listing_id: UUID) -> SharedCard:
         """A member claims a published card: they get a card of their own on its terms."""
@@ -214,7 +215,7 @@ class Cards(LedgerApplication, Application[UUID]):
             self.save(card, listing, main, member)
             return card
 
-        return self._once(card_id, decide, lambda: self.shared_card(card_id), listing_id)
+        return self._record_once(card_id, decide, lambda: self.shared_card(card_id), listing_id)
 
     def listings(self) -> list[SharedCard]:
         """Published cards not yet expired, oldest first."""
@@ -294,7 +295,7 @@ class Cards(LedgerApplication, Application[UUID]):
             self.save(card, main, holder)
             return card
 
-        return self._once(card_id, decide, lambda: self.intimate_card(card_id), main_card_id)
+        return self._record_once(card_id, decide, lambda: self.intimate_card(card_id), main_card_id)
 
     def accept_intimate(self, card_id: UUID, member_id: UUID) -> IntimateCard:
         return self._change_intimate(
@@ -317,15 +318,12 @@ class Cards(LedgerApplication, Application[UUID]):
         change: Callable[[IntimateCard], None],
         by_owner: bool = False,
     ) -> IntimateCard:
-        def decide() -> IntimateCard:
-            card = self.intimate_card_for(member_id, card_id)
+        def changed(card: IntimateCard) -> None:
             if by_owner and card.owner_id != member_id:
                 raise NotPermitted("only the card's owner may do this")
             change(card)
-            self.save(card)
-            return card
 
-        return self.commands.run(decide, card_id)
+        return self._change(card_id, lambda i: self.intimate_card_for(member_id, i), changed)
 
     # consumption and refunds
 
@@ -350,7 +348,7 @@ class Cards(LedgerApplication, Application[UUID]):
         def replay() -> Consumption:
             return self.consumption_at(merchant_id, consumption_id)
 
-        return self._once(consumption_id, decide, replay, card_id, main_id)
+        return self._record_once(consumption_id, decide, replay, card_id, main_id)
 
     def _decide_consumption(
         self, consumption_id: UUID, merchant_id: UUID, card_id: UUID, price: Money
@@ -445,7 +443,7 @@ class Cards(LedgerApplication, Application[UUID]):
         def replay() -> ConsumptionRefund:
             return self._get(refund_id, ConsumptionRefund, "refund")
 
-        return self._once(refund_id, decide, replay, consumption_id, recorded.main_card_id)
+        return self._record_once(refund_id, decide, replay, consumption_id, recorded.main_card_id)
 
     def _wallets(self, members: Iterable[UUID]) -> dict[UUID, Wallet]:
         return {member: self.wallet(member) for member in dict.fromkeys(members)}
@@ -466,7 +464,7 @@ class Cards(LedgerApplication, Application[UUID]):
         def replay() -> Withdrawal:
             return self.withdrawal_of(member_id, withdrawal_id)
 
-        return self._once(withdrawal_id, decide, replay, wallet_id(member_id))
+        return self._record_once(withdrawal_id, decide, replay, wallet_id(member_id))
 
     def finish_withdrawal(self, withdrawal_id: UUID, paid: bool, detail: str) -> Withdrawal:
         """Post the payout (paid) or release the hold (failed); a finished one stays as it is."""
@@ -573,25 +571,3 @@ class Cards(LedgerApplication, Application[UUID]):
         if withdrawal.member_id != member_id:
             raise NotFound(f"withdrawal {withdrawal_id} not found")
         return withdrawal
-
-    # plumbing
-
-    def _create(self, kind: type[Any], aggregate: Aggregate, *more: Aggregate) -> Any:
-        """Save new aggregates; if the id was already taken by the same command, return it."""
-        try:
-            self.save(aggregate, *more)
-        except IntegrityError:
-            return self._get(aggregate.id, kind, kind.__name__.lower())
-        return aggregate
-
-    def _once(
-        self, command_id: UUID, decide: Callable[[], Any], replay: Callable[[], Any], *ids: UUID
-    ) -> Any:
-        """Run a command once: a repeated command id returns what the first run recorded."""
-
-        def decide_unless_recorded() -> Any:
-            if command_id in self.repository:
-                return replay()
-            return decide()
-
-        return self.commands.run(decide_unless_recorded, command_id, *ids)

@@ -7,8 +7,6 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
 
 from ledger import accounts
 from ledger.applications import LedgerApplication
@@ -21,7 +19,6 @@ from ledger.errors import (
     AlreadyExists,
     CodeInvalid,
     CodeMalformed,
-    DomainError,
     InvalidAmount,
     NotFound,
 )
@@ -35,20 +32,28 @@ class ChannelTreeTooDeep(InvalidAmount):
     code = "channel_tree_too_deep"
 
 
+class CodeKeyMissing(RuntimeError):
+    """The application was built without the key codes are hashed under: a deployment error."""
+
+
 class Distribution(LedgerApplication, Application[UUID]):
     """Platforms, products, the channel tree, funds, prices and stock purchases."""
 
     name = "distribution"
 
-    def __init__(self, env: Any = None) -> None:
-        super().__init__(env)
-        self.code_key = (self.env.get("CODE_HASH_KEY") or "dev-secret-change-me").encode()
+    @property
+    def code_key(self) -> bytes:
+        """The key of the HMAC codes are stored under (CODE_HASH_KEY): no default here."""
+        key = self.env.get("CODE_HASH_KEY")
+        if not key:
+            raise CodeKeyMissing("CODE_HASH_KEY is not configured: codes cannot be issued or found")
+        return key.encode()
 
     # registration
 
     def register_platform(self, platform_id: UUID, name: str, gateway_url: str) -> Platform:
         platform = Platform(id=platform_id, name=check_name(name), gateway_url=gateway_url)
-        return self._create(platform, Platform)
+        return self._create(platform)
 
     def register_product(
         self,
@@ -69,7 +74,7 @@ class Distribution(LedgerApplication, Application[UUID]):
             face_value=face_value,
             wholesale_cost=wholesale_cost,
         )
-        return self._create(product, Product)
+        return self._create(product)
 
     def register_channel(
         self, channel_id: UUID, name: str, parent_id: UUID | None = None
@@ -88,7 +93,7 @@ class Distribution(LedgerApplication, Application[UUID]):
             ancestry=ancestry,
             key_id=f"ck_{channel_id.hex}",
         )
-        return self._create(channel, Channel)
+        return self._create(channel)
 
     # funds and stock
 
@@ -106,7 +111,7 @@ class Distribution(LedgerApplication, Application[UUID]):
             self._movement(movement_id, Deposit, channel_id)
             return self.channel(channel_id)
 
-        return self._once(movement_id, decide, channel_id, replay)
+        return self._record_once(movement_id, decide, replay, channel_id)
 
     def purchase_stock(
         self, movement_id: UUID, channel_id: UUID, product_id: UUID, quantity: int
@@ -147,18 +152,16 @@ class Distribution(LedgerApplication, Application[UUID]):
         def replay() -> tuple[StockPurchase, Channel]:
             return self._get(movement_id, StockPurchase, "stock purchase"), self.channel(channel_id)
 
-        return self._once(movement_id, decide, channel_id, replay, parent_id)
+        return self._record_once(movement_id, decide, replay, channel_id, parent_id)
 
     def set_price(self, channel_id: UUID, product_id: UUID, price: Money) -> Channel:
         product = self.product(product_id)
 
-        def decide() -> Channel:
-            channel = self.channel(channel_id)
-            channel.set_price(product.id, price, product.currency)
-            self.save(channel)
-            return channel
-
-        return self.commands.run(decide, channel_id)
+        return self._change(
+            channel_id,
+            self.channel,
+            lambda channel: channel.set_price(product.id, price, product.currency),
+        )
 
     def suspend(self, channel_id: UUID) -> Channel:
         return self._toggle(channel_id, suspend=True)
@@ -167,13 +170,13 @@ class Distribution(LedgerApplication, Application[UUID]):
         return self._toggle(channel_id, suspend=False)
 
     def set_webhook(self, channel_id: UUID, url: str) -> Channel:
-        def decide() -> Channel:
-            channel = self.channel(channel_id)
-            channel.set_webhook(url)
-            self.save(channel)
-            return channel
+        return self._change(channel_id, self.channel, lambda channel: channel.set_webhook(url))
 
-        return self.commands.run(decide, channel_id)
+    def active_channel(self, channel_id: UUID) -> Channel:
+        """A channel that may sell: neither it nor any channel above it is suspended."""
+        channel = self.channel(channel_id)
+        self.check_line_active(channel)
+        return channel
 
     def check_line_active(self, channel: Channel) -> None:
         """A suspension applies to the whole subtree below the suspended channel."""
@@ -271,10 +274,10 @@ class Distribution(LedgerApplication, Application[UUID]):
         return self.commands.run(decide, code)
 
     def redeem_code(self, code: UUID, recharge_id: UUID) -> Code:
-        return self._on_code(code, lambda found: found.redeem(recharge_id))
+        return self._change(code, self.code, lambda found: found.redeem(recharge_id))
 
     def release_code(self, code: UUID, recharge_id: UUID, reason: str) -> Code:
-        return self._on_code(code, lambda found: found.release(recharge_id, reason))
+        return self._change(code, self.code, lambda found: found.release(recharge_id, reason))
 
     def activate_codes(self, channel_id: UUID, typed: list[str]) -> list[Code]:
         """Record the sale of inactive codes, all or none."""
@@ -356,15 +359,6 @@ class Distribution(LedgerApplication, Application[UUID]):
 
         return self.commands.run(decide, channel_id, *ids)
 
-    def _on_code(self, code: UUID, change: Any) -> Code:
-        def decide() -> Code:
-            found = self._get(code, Code, "code")
-            if change(found):
-                self.save(found)
-            return found
-
-        return self.commands.run(decide, code)
-
     # queries
 
     def platform(self, platform_id: UUID) -> Platform:
@@ -381,38 +375,6 @@ class Distribution(LedgerApplication, Application[UUID]):
 
     # plumbing
 
-    def _create(self, aggregate: Aggregate, kind: type[Any]) -> Any:
-        """Save a new aggregate; if its id was already taken by the same command, return it."""
-        try:
-            self.save(aggregate)
-        except IntegrityError:
-            return self._get(aggregate.id, kind, kind.__name__.lower())
-        return aggregate
-
-    def _once(
-        self, movement_id: UUID, decide: Any, channel_id: UUID, replay: Any, *more_ids: UUID | None
-    ) -> Any:
-        """Run a movement once: a repeated movement id returns what the first run recorded.
-
-        The first run is the common case, so the event store's uniqueness of the movement id
-        is what detects a repeat: only a save that conflicts, or a refusal, looks further.
-        """
-
-        def decide_unless_recorded() -> Any:
-            try:
-                return decide()
-            except IntegrityError:
-                if movement_id in self.repository:
-                    return replay()
-                raise
-            except DomainError:
-                if movement_id in self.repository:
-                    return replay()
-                raise
-
-        ids = [i for i in (channel_id, *more_ids) if i is not None]
-        return self.commands.run(decide_unless_recorded, *ids)
-
     def _movement(self, movement_id: UUID, kind: type[Any], channel_id: UUID) -> Any:
         """The movement a repeated command id recorded; refused if that id recorded
         something else (another kind of movement, or another channel's)."""
@@ -423,11 +385,8 @@ class Distribution(LedgerApplication, Application[UUID]):
         return found
 
     def _toggle(self, channel_id: UUID, *, suspend: bool) -> Channel:
-        def decide() -> Channel:
-            channel = self.channel(channel_id)
+        def toggle(channel: Channel) -> None:
             if channel.suspended != suspend:
                 channel.suspend() if suspend else channel.resume()
-                self.save(channel)
-            return channel
 
-        return self.commands.run(decide, channel_id)
+        return self._change(channel_id, self.channel, toggle)

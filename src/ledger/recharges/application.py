@@ -35,33 +35,30 @@ class Recharges(LedgerApplication, EventSourcedProjection[UUID]):
             now = domain_event.timestamp
             processing_event.collect_events(
                 Recharge.request(
-                    domain_event.recharge_id, domain_event.originator_id,
-                    domain_event.channel_id, domain_event.product_id,
-                    domain_event.account, domain_event.user, now, now + self.deadline,
+                    domain_event.recharge_id,
+                    domain_event.originator_id,
+                    domain_event.channel_id,
+                    domain_event.product_id,
+                    domain_event.account,
+                    domain_event.user,
+                    now,
+                    now + self.deadline,
                 )
             )
 
     def record_step_result(
         self, recharge_id: UUID, step_id: str, result: StepResult, now: datetime
     ) -> Recharge:
-        return self._change(recharge_id, lambda r: r.record(step_id, result, now))
+        return self._change(recharge_id, self.recharge, lambda r: r.record(step_id, result, now))
 
     def check_deadline(self, recharge_id: UUID, now: datetime) -> Recharge:
-        return self._change(recharge_id, lambda r: r.check_deadline(now))
+        return self._change(recharge_id, self.recharge, lambda r: r.check_deadline(now))
 
     def resolve(self, recharge_id: UUID, outcome: str, note: str, by: str) -> Recharge:
         if outcome not in ("succeeded", "failed"):
             raise InvalidAmount("outcome is succeeded or failed")
-        return self._change(recharge_id, lambda r: r.resolve(outcome, note, by) or True)
+        return self._change(recharge_id, self.recharge, lambda r: r.resolve(outcome, note, by))
 
     def recharge(self, recharge_id: UUID) -> Recharge:
-        return self._get(recharge_id, Recharge, "recharge")  # type: ignore[no-any-return]
-
-    def _change(self, recharge_id: UUID, change: Any) -> Recharge:
-        def decide() -> Recharge:
-            recharge = self.recharge(recharge_id)
-            if change(recharge):
-                self.save(recharge)
-            return recharge
-
-        return self.commands.run(decide, recharge_id)
+        found: Recharge = self._get(recharge_id, Recharge, "recharge")
+        return found

@@ -69,8 +69,14 @@ class Recharge(Aggregate):
         deadline: datetime,
     ) -> Recharge:
         recharge = cls(
-            id=recharge_id, code_id=code_id, channel_id=channel_id, product_id=product_id,
-            account=account, user=user, requested_at=now, deadline=deadline,
+            id=recharge_id,
+            code_id=code_id,
+            channel_id=channel_id,
+            product_id=product_id,
+            account=account,
+            user=user,
+            requested_at=now,
+            deadline=deadline,
         )
         recharge._apply(Schedule(first_step(now)))
         return recharge
@@ -85,13 +91,21 @@ class Recharge(Aggregate):
             return False
         step = self.step
         self._step_completed(
-            step_id, result.outcome, result.reason, result.platform_order_id,
-            result.starts_at, result.ends_at,
+            step_id,
+            result.outcome,
+            result.reason,
+            result.platform_order_id,
+            result.starts_at,
+            result.ends_at,
         )
         self._apply(
             after_step(
-                step, result, recharges_sent=self.recharges_sent,
-                queries_made=self.queries_made, deadline=self.deadline, now=now,
+                step,
+                result,
+                recharges_sent=self.recharges_sent,
+                queries_made=self.queries_made,
+                deadline=self.deadline,
+                now=now,
             )
         )
         return True

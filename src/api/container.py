@@ -1,0 +1,48 @@
+"""The collaborators of the HTTP API, built once at start-up and handed to routes typed.
+
+Routes ask for `Services` through the `services` dependency instead of reaching into
+`request.app.state`, so each route says what it uses and mypy checks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+
+if TYPE_CHECKING:
+    from adapters.payments import PaymentGateway, PayoutGateway
+    from adapters.settings import Settings
+    from adapters.sms import SandboxSms
+    from api.auth import Authenticator
+    from ledger.cards.application import Cards
+    from ledger.distribution.application import Distribution
+    from ledger.recharges.application import Recharges
+    from ledger.recharges.placement import RechargePlacement
+    from projections.catalog import Views
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: Any
+    distribution: Distribution
+    recharges: Recharges
+    cards: Cards
+    views: Views
+    authenticator: Authenticator
+    placement: RechargePlacement
+    sandbox_sms: SandboxSms | None
+    payments: PaymentGateway | None
+    payouts: PayoutGateway | None
+
+    def close(self) -> None:
+        self.cards.close()
+        self.pool.close()
+
+
+def get_services(request: Request) -> Services:
+    """FastAPI dependency: the container the lifespan built."""
+    built: Services = request.app.state.services
+    return built

@@ -1,0 +1,68 @@
+"""Building the API's container from the settings: every adapter chosen here, once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.database import application_env, open_pool
+from adapters.payments import gateways
+from adapters.rate_limits import RateLimiter
+from adapters.settings import Settings
+from adapters.sms import NoSmsProvider, SandboxSms
+from adapters.verification import PostgresVerificationCodes
+from api.auth import Authenticator
+from api.container import Services
+from ledger.cards.application import Cards
+from ledger.distribution.application import Distribution
+from ledger.recharges.placement import PlacementLimits, RechargePlacement
+from projections.catalog import Views
+
+
+def build_services(settings: Settings, database_url: str, runtime: Any) -> Services:
+    """Open the API's pool and build every collaborator; `runtime` lends its applications."""
+    pool = open_pool(database_url, size=settings.ledger_pool_size)
+    limiter = RateLimiter(pool)
+    sandbox_sms = SandboxSms(pool) if settings.sandbox else None
+    distribution: Distribution = runtime.distribution
+    cards = Cards(
+        env=application_env(
+            settings, database_url, POSTGRES_POOL_SIZE="2", POSTGRES_MAX_OVERFLOW="6"
+        )
+    )
+    payments, payouts = gateways(settings.sandbox)
+    authenticator = Authenticator(
+        pool, settings.secret_bytes, settings.ledger_signature_window_seconds
+    )
+    authenticator.accept_keys(
+        "ck_",
+        "channel",
+        lambda channel_id, key_id: distribution.channel(channel_id).key_id == key_id,
+    )
+    authenticator.accept_keys(
+        "mk_", "merchant", lambda merchant_id, key_id: cards.merchant(merchant_id).key_id == key_id
+    )
+    return Services(
+        settings=settings,
+        pool=pool,
+        distribution=distribution,
+        recharges=runtime.recharges,
+        cards=cards,
+        views=Views(pool),
+        authenticator=authenticator,
+        placement=RechargePlacement(
+            distribution,
+            limiter,
+            PostgresVerificationCodes(
+                pool, settings.secret_bytes, sandbox_sms or NoSmsProvider(), limiter
+            ),
+            PlacementLimits(
+                account_per_minute=settings.ledger_rate_account_per_minute,
+                address_per_minute=settings.ledger_rate_address_per_minute,
+                channel_per_minute=settings.ledger_rate_channel_per_minute,
+                wrong_codes=settings.ledger_lockout_wrong_codes,
+            ),
+        ),
+        sandbox_sms=sandbox_sms,
+        payments=payments,
+        payouts=payouts,
+    )
