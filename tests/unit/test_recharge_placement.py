@@ -1,0 +1,178 @@
+"""Placing a recharge as a use case, with in-memory fakes of its ports (rate counters,
+verification codes) and the in-memory event store."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+import pytest
+
+from ledger.distribution.application import Distribution
+from ledger.distribution.channel import Channel
+from ledger.errors import (
+    ChannelSuspended,
+    CodeAlreadyRedeemed,
+    CodeInUse,
+    CodeInvalid,
+    CodeMalformed,
+    RateLimited,
+    VerificationFailed,
+)
+from ledger.money import Money
+from ledger.recharges.placement import PlacementLimits, RechargePlacement
+from ledger.recharges.placement_ports import Limit
+
+NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+ADDRESS = "203.0.113.7"
+
+
+class FakeCounters:
+    """Counts hits per scope over one never-ending window."""
+
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+
+    def hit(self, scope: str, limit: Limit) -> int | None:
+        self.hits[scope] += 1
+        return 42 if self.hits[scope] > limit.hits else None
+
+    def count(self, scope: str, limit: Limit) -> tuple[float, int]:
+        return float(self.hits[scope]), 42
+
+
+class FakeVerification:
+    """One valid code per (channel, account): "123456" once sent, until used."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[UUID, str, str]] = []
+        self.live: set[tuple[UUID, str]] = set()
+        self.checked = 0
+
+    def send(self, channel_id: UUID, channel_name: str, account: str) -> None:
+        self.sent.append((channel_id, channel_name, account))
+        self.live.add((channel_id, account))
+
+    def check(self, channel_id: UUID, account: str, code: str) -> None:
+        self.checked += 1
+        if (channel_id, account) not in self.live or code != "123456":
+            raise VerificationFailed("the verification code is wrong")
+
+    def use(self, channel_id: UUID, account: str) -> None:
+        self.live.discard((channel_id, account))
+
+
+class Desk:
+    """A shop with stock, a batch of codes, and the placement use case over fakes."""
+
+    def __init__(self, limits: PlacementLimits | None = None) -> None:
+        self.app = Distribution(env={"CODE_HASH_KEY": "unit-test-code-key"})
+        platform, self.product, shop = uuid4(), uuid4(), uuid4()
+        self.app.register_platform(platform, "iQiyi", "https://gateway.iqiyi.example")
+        self.app.register_product(
+            self.product, platform, "VIP monthly", 30, Money(3000), Money(2000)
+        )
+        self.app.register_channel(shop, "Pudong shop")
+        self.app.deposit(uuid4(), shop, Money(100_000))
+        self.app.purchase_stock(uuid4(), shop, self.product, 10)
+        _, self.codes = self.app.issue_codes(uuid4(), shop, self.product, 5)
+        self.shop_id = shop
+        self.counters = FakeCounters()
+        self.verification = FakeVerification()
+        self.placement = RechargePlacement(
+            self.app, self.counters, self.verification, limits, clock=lambda: NOW
+        )
+
+    @property
+    def shop(self) -> Channel:
+        return self.app.active_channel(self.shop_id)
+
+    def place(self, code: str, account: str = "13800138000", verification: str = "123456") -> UUID:
+        self.placement.send_verification_code(self.shop, account, ADDRESS)
+        recharge_id = uuid4()
+        self.placement.place(recharge_id, self.shop, account, code, verification, ADDRESS)
+        return recharge_id
+
+
+def test_a_recharge_reserves_its_code_for_the_recharge_and_uses_the_verification_code() -> None:
+    desk = Desk()
+    recharge_id = desk.place(desk.codes[0])
+
+    code = desk.app.find_code(desk.codes[0])
+    assert (code.status, code.recharge_id) == ("reserved", recharge_id)
+    assert desk.verification.live == set()
+    assert desk.verification.sent == [(desk.shop_id, "Pudong shop", "13800138000")]
+
+
+def test_a_wrong_verification_code_reserves_nothing() -> None:
+    desk = Desk()
+    with pytest.raises(VerificationFailed):
+        desk.place(desk.codes[0], verification="000000")
+
+    assert desk.app.find_code(desk.codes[0]).status == "issued"
+    assert desk.counters.hits[f"wrong-codes:{ADDRESS}"] == 0
+
+
+def test_a_wrong_or_mistyped_code_counts_towards_the_address_lock_out() -> None:
+    desk = Desk()
+    mistyped = desk.codes[0][:-1] + ("0" if desk.codes[0][-1] != "0" else "1")
+    with pytest.raises(CodeMalformed):
+        desk.place(mistyped)
+    with pytest.raises(CodeInvalid):
+        desk.place("0000-0000-0000-0000-000" + "0")
+
+    assert desk.counters.hits[f"wrong-codes:{ADDRESS}"] == 2
+
+
+def test_an_address_past_the_wrong_code_limit_is_locked_out_before_anything_is_checked() -> None:
+    desk = Desk(PlacementLimits(wrong_codes=2))
+    desk.counters.hits[f"wrong-codes:{ADDRESS}"] = 2
+    checked = desk.verification.checked
+
+    with pytest.raises(RateLimited) as refused:
+        desk.place(desk.codes[0])
+
+    assert refused.value.wait_seconds == 42
+    assert desk.verification.checked == checked
+    assert desk.app.find_code(desk.codes[0]).status == "issued"
+
+
+def test_an_account_past_its_rate_limit_is_refused_with_the_wait() -> None:
+    desk = Desk(PlacementLimits(account_per_minute=1))
+    desk.place(desk.codes[0])
+
+    with pytest.raises(RateLimited) as refused:
+        desk.place(desk.codes[1])
+
+    assert "account" in refused.value.detail and refused.value.wait_seconds == 42
+    assert desk.app.find_code(desk.codes[1]).status == "issued"
+
+
+def test_a_code_taken_by_another_recharge_is_in_use_and_not_counted_as_a_guess() -> None:
+    desk = Desk()
+    desk.place(desk.codes[0], account="13800138000")
+
+    with pytest.raises(CodeInUse):
+        desk.place(desk.codes[0], account="13900139000")
+
+    assert desk.counters.hits[f"wrong-codes:{ADDRESS}"] == 0
+
+
+def test_a_redeemed_code_is_refused_and_counted() -> None:
+    desk = Desk()
+    recharge_id = desk.place(desk.codes[0])
+    desk.app.redeem_code(desk.app.find_code(desk.codes[0]).id, recharge_id)
+
+    with pytest.raises(CodeAlreadyRedeemed):
+        desk.place(desk.codes[0], account="13900139000")
+
+    assert desk.counters.hits[f"wrong-codes:{ADDRESS}"] == 1
+
+
+def test_a_suspended_channel_has_no_active_channel_to_place_through() -> None:
+    desk = Desk()
+    desk.app.suspend(desk.shop_id)
+
+    with pytest.raises(ChannelSuspended):
+        desk.app.active_channel(desk.shop_id)
