@@ -23,12 +23,8 @@ def chain_table(events_table_name: str) -> str:
     return f"{events_table_name}_chain"
 
 
-class HashChained:
-    """Mixin for PostgresApplicationRecorder and its subclasses."""
-
-    events_table_name: str
-    datastore: Any
-    sql_create_statements: list[Any]
+class HashChained(PostgresApplicationRecorder):
+    """An application recorder that links every event it inserts into the log's hash chain."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -49,7 +45,7 @@ class HashChained:
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)  # type: ignore[misc]
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         assert ids is not None and len(ids) == len(stored_events)
         curs.execute(self._last_link)
         row = curs.fetchone()
@@ -66,10 +62,10 @@ class HashChained:
             )
             links.append((notification_id, previous))
         curs.executemany(self._insert_links, links)
-        return ids  # type: ignore[no-any-return]
+        return ids
 
 
-class ChainedApplicationRecorder(HashChained, PostgresApplicationRecorder):
+class ChainedApplicationRecorder(HashChained):
     pass
 
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Transcoder
 
 from ledger.commands import CommandRunner
 from ledger.errors import DomainError, NotFound
@@ -20,18 +20,15 @@ T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
 
 
-class LedgerApplication:
-    """Mixed into an eventsourcing Application (or EventSourcedProjection)."""
-
-    repository: Any
-    save: Any
+class LedgerApplication(Application[UUID]):
+    """The base of every application of the ledger (an EventSourcedProjection too)."""
 
     def __init__(self, env: Any = None) -> None:
-        super().__init__(env)  # type: ignore[call-arg]
+        super().__init__(env)
         self.commands = CommandRunner()
 
-    def register_transcodings(self, transcoder: Any) -> None:
-        super().register_transcodings(transcoder)  # type: ignore[misc]
+    def register_transcodings(self, transcoder: Transcoder) -> None:
+        super().register_transcodings(transcoder)
         register_ledger_transcodings(transcoder)
 
     def _get(self, aggregate_id: UUID, kind: type[Any] | tuple[type[Any], ...], what: str) -> Any:

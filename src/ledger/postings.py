@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ledger.money import MAX_AMOUNT
 
@@ -59,8 +60,8 @@ class Postings:
         return [[leg.account, leg.asset, leg.amount] for leg in self.legs]
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Iterable[object]]) -> Postings:
-        return cls(tuple(Posting(str(a), str(k), int(n)) for a, k, n in rows))  # type: ignore[call-overload]
+    def from_rows(cls, rows: Iterable[Sequence[Any]]) -> Postings:
+        return cls(tuple(Posting(str(a), str(k), int(n)) for a, k, n in rows))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,5 +89,5 @@ class Holds:
         return [[leg.account, leg.asset, leg.amount] for leg in self.legs]
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Iterable[object]]) -> Holds:
-        return cls(tuple(Posting(str(a), str(k), int(n)) for a, k, n in rows))  # type: ignore[call-overload]
+    def from_rows(cls, rows: Iterable[Sequence[Any]]) -> Holds:
+        return cls(tuple(Posting(str(a), str(k), int(n)) for a, k, n in rows))

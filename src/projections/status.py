@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ class Standing:
         return asdict(self)
 
 
-def standings(conn: Any, extra: list[Any] = ()) -> list[Standing]:  # type: ignore[assignment]
+def standings(conn: Any, extra: Sequence[Any] = ()) -> list[Standing]:
     """`extra`: further feeds to report (the outbox dispatcher lives outside projections)."""
     rows = []
     for spec in VIEWS:

@@ -6,8 +6,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import Application
-
 from ledger import accounts
 from ledger.applications import LedgerApplication
 from ledger.distribution.catalogue import Platform, Product, check_name
@@ -36,7 +34,7 @@ class CodeKeyMissing(RuntimeError):
     """The application was built without the key codes are hashed under: a deployment error."""
 
 
-class Distribution(LedgerApplication, Application[UUID]):
+class Distribution(LedgerApplication):
     """Platforms, products, the channel tree, funds, prices and stock purchases."""
 
     name = "distribution"
