@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from eventsourcing.persistence import Transcoder, Transcoding
+from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from ledger.money import Money
 from ledger.postings import Holds, Postings
@@ -41,6 +41,6 @@ class HoldsAsRows(Transcoding):
         return Holds.from_rows(data)
 
 
-def register_ledger_transcodings(transcoder: Transcoder) -> None:
+def register_ledger_transcodings(transcoder: JSONTranscoder) -> None:
     for transcoding in (MoneyAsList(), PostingsAsRows(), HoldsAsRows()):
-        transcoder.register(transcoding)  # type: ignore[attr-defined]
+        transcoder.register(transcoding)

@@ -120,7 +120,8 @@ def open_view(view_class: type[View], env: dict[str, str]) -> View:
     name = view_class.tracking_name(view_class.version)
     settings = {**env, "CREATE_TABLE": "y", "POSTGRES_POOL_SIZE": "1"}
     factory = InfrastructureFactory.construct(env=Environment(name, settings))
-    view: View = factory.tracking_recorder(view_class)  # type: ignore[assignment]
+    view = factory.tracking_recorder(view_class)
+    assert isinstance(view, View)
     return view
 
 

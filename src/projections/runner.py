@@ -14,11 +14,11 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory
-from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
 from eventsourcing.projection import (
     ApplicationSubscription,
     EventSourcedProjection,
@@ -134,7 +134,8 @@ class Shared:
             if self._datastore is None:
                 env = {**self.env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "4"}
                 factory = InfrastructureFactory.construct(env=Environment("views", env))
-                self._datastore = factory.datastore  # type: ignore[attr-defined]
+                assert isinstance(factory, PostgresFactory)
+                self._datastore = factory.datastore
             return self._datastore
 
     def close(self) -> None:
@@ -269,11 +270,16 @@ class SupervisedRunner(threading.Thread):
                 self.stopping.wait(2.0)
 
     def _feed(self, conn: Any) -> tuple[Feed, int | None]:
-        source: Any = self.source
-        if hasattr(source, "at"):
-            version = live_version(conn, source.view_name)
-            return source.at(version), version
-        return source, None
+        version = self._live_version(conn)
+        if version is None:
+            return cast(Feed, self.source), None
+        return cast(VersionedFeed, self.source).at(version), version
+
+    def _live_version(self, conn: Any) -> int | None:
+        """The version readers see, for a view's feed; None for a feed of one version."""
+        if not hasattr(self.source, "at"):
+            return None
+        return live_version(conn, cast(VersionedFeed, self.source).view_name)
 
     def _run_while_holding_lock(self) -> None:
         while not self.stopping.is_set():
@@ -299,9 +305,7 @@ class SupervisedRunner(threading.Thread):
             runner.run_forever(timeout=1.0)
             (live, at, top), now_epoch = self.session.run(
                 lambda conn: (
-                    live_version(conn, self.source.view_name)  # type: ignore[union-attr]
-                    if version is not None
-                    else None,
+                    self._live_version(conn) if version is not None else None,
                     position(conn, feed.tracking_name, feed.application_name),
                     head(conn, feed.application_name),
                 )
