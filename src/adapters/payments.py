@@ -1,8 +1,6 @@
-"""Payments in (members paying for cards and shared consumption) and payouts (withdrawals).
-
-Both are keyed by our own id (the card, consumption or withdrawal id), so asking twice never
-charges or pays twice. The sandbox implementations are the only ones so far; they keep their
-state in memory, per process, and can be told to decline.
+"""The sandbox's payments in (members paying for cards and shared consumption) and payouts
+(withdrawals): the only implementations of the cards ports so far. They keep their state in
+memory, per process, and can be told to decline.
 """
 
 from __future__ import annotations
@@ -10,40 +8,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 from uuid import UUID
 
+from ledger.cards.ports import PaymentReceipt, Payments, PayoutResult, Payouts
 from ledger.errors import PaymentDeclined
 from ledger.money import Money
 
 MAX_REMEMBERED = 100_000
-
-
-@dataclass(frozen=True)
-class PaymentReceipt:
-    reference: str
-    amount: Money
-
-
-@dataclass(frozen=True)
-class PayoutResult:
-    paid: bool
-    reference: str = ""
-    reason: str = ""
-
-
-class PaymentGateway(Protocol):
-    def charge(self, payment_id: UUID, payer_id: UUID, amount: Money) -> PaymentReceipt:
-        """Take `amount` from the payer, once per payment id; PaymentDeclined if refused."""
-
-    def refund(self, payment_id: UUID) -> None:
-        """Give a charge back, once; a payment never charged is ignored."""
-
-
-class PayoutGateway(Protocol):
-    def pay_out(self, payout_id: UUID, payee_id: UUID, amount: Money) -> PayoutResult:
-        """Pay `amount` to the payee, once per payout id; the same answer when asked again."""
 
 
 class Remembered(OrderedDict[UUID, object]):
@@ -56,7 +27,8 @@ class Remembered(OrderedDict[UUID, object]):
 
 
 class SandboxPaymentGateway:
-    """Accepts every charge unless `decline(amount)` says otherwise."""
+    """Accepts every charge unless `decline(amount)` says otherwise. A payment given back
+    stays given back: charging its id again is declined, never taken a second time."""
 
     def __init__(self, decline: Callable[[Money], bool] = lambda _amount: False) -> None:
         self.decline = decline
@@ -66,6 +38,8 @@ class SandboxPaymentGateway:
 
     def charge(self, payment_id: UUID, payer_id: UUID, amount: Money) -> PaymentReceipt:
         with self.lock:
+            if payment_id in self.refunded:
+                raise PaymentDeclined("this payment was given back; a new one needs a new id")
             known = self.charges.get(payment_id)
             if isinstance(known, PaymentReceipt):
                 return known
@@ -102,7 +76,7 @@ class SandboxPayoutGateway:
             return result
 
 
-def gateways(sandbox: bool) -> tuple[PaymentGateway | None, PayoutGateway | None]:
+def gateways(sandbox: bool) -> tuple[Payments | None, Payouts | None]:
     """The gateways for this deployment: the sandbox ones, or none outside sandbox mode yet."""
     if sandbox:
         return SandboxPaymentGateway(), SandboxPayoutGateway()

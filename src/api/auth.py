@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
@@ -15,6 +14,8 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from adapters.signing import key_secret, sign_request
+from adapters.tokens import new_token as new_token
+from adapters.tokens import token_hash
 from api.container import get_services
 from api.problems import Problem
 from ledger.errors import NotFound
@@ -42,14 +43,6 @@ class Principal:
 
 KeyCheck = Callable[[UUID, str], bool]
 """Whether the party with this id currently holds the key id (False when unknown)."""
-
-
-def new_token() -> str:
-    return "lt_" + secrets.token_urlsafe(32)
-
-
-def token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
 
 
 def key_id_for(prefix: str, party_id: UUID) -> str:

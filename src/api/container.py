@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 if TYPE_CHECKING:
-    from adapters.payments import PaymentGateway, PayoutGateway
     from adapters.settings import Settings
     from adapters.sms import SandboxSms
     from api.auth import Authenticator
@@ -34,8 +33,6 @@ class Services:
     authenticator: Authenticator
     placement: RechargePlacement
     sandbox_sms: SandboxSms | None
-    payments: PaymentGateway | None
-    payouts: PayoutGateway | None
 
     def close(self) -> None:
         self.cards.close()

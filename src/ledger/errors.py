@@ -139,6 +139,13 @@ class PaymentDeclined(DomainError):
     code = "payment_declined"
 
 
+class Unavailable(DomainError):
+    """Something the command needs from outside is not there: no payment or payout gateway
+    is configured in this deployment, for instance."""
+
+    code = "unavailable"
+
+
 class VerificationFailed(DomainError):
     """No valid verification code for the account, or a wrong one."""
 

@@ -4,12 +4,13 @@ in flight shown as pending until the payout answers."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 from uuid import uuid4
 
 import pytest
 
 from adapters.database import event_store_env, open_pool
+from adapters.payments import SandboxPaymentGateway
+from adapters.tokens import PostgresMemberTokens
 from ledger import accounts
 from ledger.cards.application import Cards
 from ledger.money import Money
@@ -21,9 +22,15 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def cards(database_url: str) -> Iterator[Cards]:
-    app = Cards(env=event_store_env(database_url, POSTGRES_POOL_SIZE="2"))
+    pool = open_pool(database_url, size=1, name="cards-tokens-test")
+    app = Cards(
+        env=event_store_env(database_url, POSTGRES_POOL_SIZE="2"),
+        payments=SandboxPaymentGateway(),
+        tokens=PostgresMemberTokens(pool),
+    )
     yield app
     app.close()
+    pool.close()
 
 
 @pytest.fixture
@@ -42,8 +49,8 @@ def views(database_url: str) -> Iterator[Views]:
 
 def balance(views: Views, account: str) -> tuple[int, int]:
     assert views.catch_up(timeout=15), "the balances view did not catch up"
-    found: Any = views.balances.of_account(account).get("CNY", (0, 0))
-    return tuple(found)  # type: ignore[return-value]
+    posted, pending = views.balances.of_account(account).get("CNY", (0, 0))
+    return posted, pending
 
 
 def test_a_withdrawal_in_flight_is_pending_until_the_payout_answers(

@@ -10,7 +10,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from adapters.database import event_store_env
+from adapters.database import event_store_env, open_pool
+from adapters.tokens import PostgresMemberTokens
 from ledger import accounts
 from ledger.cards.application import Cards
 from ledger.errors import InsufficientBalance
@@ -25,15 +26,17 @@ PRICE = 12_500  # draws 10_000: the balance holds exactly 11 of them
 @pytest.fixture
 def apps(database_url: str) -> Iterator[Callable[[], Cards]]:
     made: list[Cards] = []
+    pool = open_pool(database_url, size=1, name="cards-tokens-test")
 
     def make() -> Cards:
-        app = Cards(env=event_store_env(database_url))
+        app = Cards(env=event_store_env(database_url), tokens=PostgresMemberTokens(pool))
         made.append(app)
         return app
 
     yield make
     for app in made:
         app.close()
+    pool.close()
 
 
 def postings_by_account(app: Cards) -> Counter[str]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
 from ledger import accounts
 from ledger.cards.application import Cards
+from ledger.cards.consumptions import Consumption
+from ledger.cards.intimate import IntimateCard
 from ledger.errors import (
     AlreadyExists,
     CardExpired,
@@ -32,6 +35,7 @@ from ledger.errors import (
 )
 from ledger.money import Money
 from ledger.postings import Postings
+from tests.card_fakes import FakeMemberTokens, FakePayments, FakePayouts
 
 PAY, BONUS, MAIN_BP = 100_000, 10_000, 8000
 
@@ -52,7 +56,14 @@ class Shop:
 
     def __init__(self, env: dict[str, str] | None = None, shared_cap_bp: int | None = None):
         self.clock = Clock(datetime(2024, 3, 10, 4, 0, tzinfo=UTC))
-        self.app = Cards(env=env, clock=self.clock)
+        self.payments = FakePayments()
+        self.app = Cards(
+            env=env,
+            clock=self.clock,
+            payments=self.payments,
+            payouts=FakePayouts(),
+            tokens=FakeMemberTokens(),
+        )
         self.merchant = uuid4()
         self.app.register_merchant(self.merchant, "Tea house", "Asia/Shanghai")
         self.activity = uuid4()
@@ -67,12 +78,14 @@ class Shop:
         return member_id
 
     def open_card(self, owner: UUID | None = None) -> UUID:
-        return self.app.open_card(uuid4(), owner or self.owner, self.activity, "sandbox-pay").id
+        return self.app.buy_card(uuid4(), owner or self.owner, self.activity).id
 
-    def share(self, card: UUID, to: UUID | None, bp: int = 9000, ratio: int = 3000, **terms):  # type: ignore[no-untyped-def]
+    def share(
+        self, card: UUID, to: UUID | None, bp: int = 9000, ratio: int = 3000, **terms: Any
+    ) -> UUID:
         return self.app.share_card(uuid4(), self.owner, card, bp, ratio, to, **terms).id
 
-    def consume(self, card: UUID, price: int):  # type: ignore[no-untyped-def]
+    def consume(self, card: UUID, price: int) -> Consumption:
         return self.app.consume(uuid4(), self.merchant, card, Money(price))
 
     def balance(self, card: UUID) -> int:
@@ -323,7 +336,7 @@ def test_a_refund_reverses_the_stored_lines_exactly(shop: Shop) -> None:
     passed = shop.app.pass_on(uuid4(), shop.alice, shared, shop.bob).id
     consumption = shop.consume(passed, 10001)
 
-    refund = shop.app.refund(uuid4(), shop.merchant, consumption.id)
+    refund = shop.app.refund_consumption(uuid4(), shop.merchant, consumption.id)
 
     reversed_legs = {(leg.account, -leg.amount) for leg in consumption.postings}
     assert {(leg.account, leg.amount) for leg in refund.postings} == reversed_legs
@@ -331,7 +344,7 @@ def test_a_refund_reverses_the_stored_lines_exactly(shop: Shop) -> None:
     assert shop.wallet(shop.owner) == 0
     assert shop.app.shared_card(passed).uses == 0
     with pytest.raises(StateConflict):
-        shop.app.refund(uuid4(), shop.merchant, consumption.id)
+        shop.app.refund_consumption(uuid4(), shop.merchant, consumption.id)
     ledger = shop.ledger()
     assert ledger[accounts.merchant_payable(shop.merchant)] == 0
 
@@ -345,7 +358,7 @@ def test_commission_already_withdrawn_leaves_a_negative_wallet_that_later_commis
     withdrawal = shop.app.request_withdrawal(uuid4(), shop.owner, Money(1000))
     shop.app.finish_withdrawal(withdrawal.id, paid=True, detail="ref-1")
 
-    shop.app.refund(uuid4(), shop.merchant, consumption.id)
+    shop.app.refund_consumption(uuid4(), shop.merchant, consumption.id)
     assert shop.wallet(shop.owner) == -1000
     with pytest.raises(InsufficientBalance):
         shop.app.request_withdrawal(uuid4(), shop.owner, Money(1))
@@ -357,16 +370,16 @@ def test_commission_already_withdrawn_leaves_a_negative_wallet_that_later_commis
 def test_refunding_a_main_card_consumption_restores_the_balance(shop: Shop) -> None:
     card = shop.open_card()
     consumption = shop.consume(card, 10_000)
-    shop.app.refund(uuid4(), shop.merchant, consumption.id)
+    shop.app.refund_consumption(uuid4(), shop.merchant, consumption.id)
     assert shop.balance(card) == PAY + BONUS
     with pytest.raises(NotFound):
-        shop.app.refund(uuid4(), uuid4(), consumption.id)
+        shop.app.refund_consumption(uuid4(), uuid4(), consumption.id)
 
 
 # intimate cards
 
 
-def offer(shop: Shop, card: UUID, monthly: int = 50_000, **limits: int):  # type: ignore[no-untyped-def]
+def offer(shop: Shop, card: UUID, monthly: int = 50_000, **limits: int) -> IntimateCard:
     money = {name: Money(amount) for name, amount in limits.items()}
     return shop.app.offer_intimate(
         uuid4(),
@@ -472,7 +485,7 @@ def test_refunding_an_intimate_consumption_gives_back_balance_and_limit(shop: Sh
     intimate = offer(shop, card, monthly=8000).id
     shop.app.accept_intimate(intimate, shop.alice)
     consumption = shop.consume(intimate, 10_000)
-    shop.app.refund(uuid4(), shop.merchant, consumption.id)
+    shop.app.refund_consumption(uuid4(), shop.merchant, consumption.id)
     assert shop.balance(card) == PAY + BONUS
     shop.consume(intimate, 10_000)
 
@@ -508,7 +521,7 @@ def test_every_movement_balances_and_the_trial_balance_is_zero(shop: Shop) -> No
     shared = shop.share(card, shop.alice)
     consumption = shop.consume(shared, 12_345)
     shop.consume(card, 999)
-    shop.app.refund(uuid4(), shop.merchant, consumption.id)
+    shop.app.refund_consumption(uuid4(), shop.merchant, consumption.id)
     events = [
         shop.app.mapper.to_domain_event(n)
         for n in shop.app.recorder.select_notifications(start=1, limit=1000)

@@ -10,9 +10,10 @@ balance is negative. A refused command must record nothing.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import pytest
@@ -52,6 +53,9 @@ from ledger.errors import (
     StateConflict,
 )
 from ledger.money import Money
+from tests.card_fakes import FakeMemberTokens, FakePayments, FakePayouts
+
+T = TypeVar("T")
 
 MEMBERS = 4
 ACTIVITIES = [(10_000, 1_000, 8000, None), (5_000, 0, 9500, 20_000)]
@@ -128,7 +132,14 @@ class CardsMachine(RuleBasedStateMachine):
     @initialize()
     def open_the_shop(self) -> None:
         self.now = datetime(2024, 1, 31, 10, 0, tzinfo=UTC)  # 18:00 in Shanghai
-        self.app = Cards(env={"AGGREGATE_CACHE_MAXSIZE": "1000"}, clock=lambda: self.now)
+        self.payments = FakePayments()
+        self.app = Cards(
+            env={"AGGREGATE_CACHE_MAXSIZE": "1000"},
+            clock=lambda: self.now,
+            payments=self.payments,
+            payouts=FakePayouts(),
+            tokens=FakeMemberTokens(),
+        )
         self.merchant = uuid4()
         self.app.register_merchant(self.merchant, "Tea house", "Asia/Shanghai")
         self.members = [uuid4() for _ in range(MEMBERS)]
@@ -155,7 +166,7 @@ class CardsMachine(RuleBasedStateMachine):
     def recorded(self) -> int:
         return self.app.recorder.max_notification_id() or 0
 
-    def attempt(self, expected: set[type[DomainError]], command, *args):  # type: ignore[no-untyped-def]
+    def attempt(self, expected: set[type[DomainError]], command: Callable[..., T], *args: Any) -> T:
         """Run the command; it must be refused exactly when the model expects a refusal."""
         before = self.recorded()
         try:
@@ -178,7 +189,7 @@ class CardsMachine(RuleBasedStateMachine):
     @rule(target=mains, member=st.integers(0, MEMBERS - 1), which=st.integers(0, 1))
     def open_card(self, member: int, which: int) -> Any:
         pay, bonus, bp, cap_bp = ACTIVITIES[which]
-        card = self.app.open_card(uuid4(), self.members[member], self.activities[which], "pay")
+        card = self.app.buy_card(uuid4(), self.members[member], self.activities[which])
         cap = None if cap_bp is None else apply_bp(pay, cap_bp)
         self.main_models[card.id] = MainModel(member, pay + bonus, bp, cap)
         self.payments_in += pay
@@ -503,7 +514,7 @@ class CardsMachine(RuleBasedStateMachine):
         elif model.refunded:
             expected.add(StateConflict)
         try:
-            self.attempt(expected, self.app.refund, uuid4(), self.merchant, consumption)
+            self.attempt(expected, self.app.refund_consumption, uuid4(), self.merchant, consumption)
         except Refused:
             return
         assert model is not None
@@ -571,7 +582,7 @@ class CardsMachine(RuleBasedStateMachine):
         with pytest.raises(NotFound):
             self.app.consume(uuid4(), self.merchant, uuid4(), Money(100))
         with pytest.raises(NotFound):
-            self.app.refund(uuid4(), self.merchant, uuid4())
+            self.app.refund_consumption(uuid4(), self.merchant, uuid4())
         assert self.recorded() == before
 
     @rule(hours=st.integers(1, 30))
@@ -616,6 +627,7 @@ class CardsMachine(RuleBasedStateMachine):
             per_asset[asset] += amount
         assert all(total == 0 for total in per_asset.values()), per_asset
         assert self.ledger[(accounts.external_payments("CNY"), "CNY")] == -self.payments_in
+        assert self.payments.kept == self.payments_in, "the gateway keeps what the ledger took in"
         assert self.ledger[(accounts.external_payouts("CNY"), "CNY")] == self.paid_out
 
     @invariant()

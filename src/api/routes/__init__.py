@@ -1,7 +1,36 @@
 """HTTP routers: each translates requests into commands and queries, nothing more."""
 
-from api.routes import cards, codes, distribution, ledger, operations, page, recharges
+from api.routes import (
+    cards,
+    codes,
+    consumptions,
+    distribution,
+    intimate_cards,
+    ledger,
+    members,
+    merchants,
+    operations,
+    page,
+    recharges,
+    shared_cards,
+    wallets,
+)
 
 ROUTERS = [
-    module.router for module in (distribution, codes, recharges, cards, ledger, operations, page)
+    module.router
+    for module in (
+        distribution,
+        codes,
+        recharges,
+        merchants,
+        members,
+        cards,
+        shared_cards,
+        intimate_cards,
+        consumptions,
+        wallets,
+        ledger,
+        operations,
+        page,
+    )
 ]

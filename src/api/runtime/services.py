@@ -9,6 +9,7 @@ from adapters.payments import gateways
 from adapters.rate_limits import RateLimiter
 from adapters.settings import Settings
 from adapters.sms import NoSmsProvider, SandboxSms
+from adapters.tokens import PostgresMemberTokens
 from adapters.verification import PostgresVerificationCodes
 from api.auth import Authenticator
 from api.container import Services
@@ -24,12 +25,15 @@ def build_services(settings: Settings, database_url: str, runtime: Any) -> Servi
     limiter = RateLimiter(pool)
     sandbox_sms = SandboxSms(pool) if settings.sandbox else None
     distribution: Distribution = runtime.distribution
+    payments, payouts = gateways(settings.sandbox)
     cards = Cards(
         env=application_env(
             settings, database_url, POSTGRES_POOL_SIZE="2", POSTGRES_MAX_OVERFLOW="6"
-        )
+        ),
+        payments=payments,
+        payouts=payouts,
+        tokens=PostgresMemberTokens(pool),
     )
-    payments, payouts = gateways(settings.sandbox)
     authenticator = Authenticator(
         pool, settings.secret_bytes, settings.ledger_signature_window_seconds
     )
@@ -63,6 +67,4 @@ def build_services(settings: Settings, database_url: str, runtime: Any) -> Servi
             ),
         ),
         sandbox_sms=sandbox_sms,
-        payments=payments,
-        payouts=payouts,
     )

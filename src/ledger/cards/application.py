@@ -3,13 +3,17 @@
 Money that must not go negative (a main card's balance) is state of the MainCard aggregate,
 and the main card is in the save of every consumption it backs, so two processes spending
 the last of a balance at once cannot both append: the loser decides again on fresh state.
+
+Money that moves outside the ledger (a member paying, a withdrawal paid out) goes through a
+port keyed by our own id, so a use case repeated with the same id charges or pays once, and a
+charge whose recording fails is given back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -21,6 +25,7 @@ from ledger.cards.consumptions import Consumption, ConsumptionRefund
 from ledger.cards.intimate import IntimateCard, limits_of
 from ledger.cards.members import Member, check_phone
 from ledger.cards.merchants import Activity, Merchant, check_timezone
+from ledger.cards.ports import MemberTokens, Payments, Payouts
 from ledger.cards.shared import SHARING_PLATFORM_ID, SharedCard, SharingPlatform
 from ledger.cards.splits import (
     check_commission,
@@ -30,8 +35,9 @@ from ledger.cards.splits import (
     split_shared,
 )
 from ledger.cards.wallets import Wallet, Withdrawal, wallet_id
+from ledger.clock import Clock, utc_now
 from ledger.distribution.catalogue import check_name
-from ledger.errors import CurrencyMismatch, InvalidAmount, NotFound, NotPermitted
+from ledger.errors import CurrencyMismatch, InvalidAmount, NotFound, NotPermitted, Unavailable
 from ledger.money import Money
 
 DEFAULT_SHARE_DEPTH = 1
@@ -40,21 +46,37 @@ application as CARDS_SHARE_DEPTH, or SHARE_DEPTH with eventsourcing's name prefi
 
 MAX_USES = 1_000_000
 
+NO_PAYMENTS = "no payment gateway is configured (LEDGER_SANDBOX=true)"
+NO_PAYOUTS = "no payout gateway is configured (LEDGER_SANDBOX=true)"
+NO_TOKENS = "no member token store is configured"
+
 Card = MainCard | SharedCard | IntimateCard
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+T = TypeVar("T")
+P = TypeVar("P")
 
 
 class Cards(LedgerApplication, Application[UUID]):
-    """Merchants, members, activities, main, shared and intimate cards, consumptions, wallets."""
+    """Merchants, members, activities, main, shared and intimate cards, consumptions, wallets.
+
+    Built without payments, payouts or member tokens (projection runners, other processes),
+    the use cases that need them are refused as unavailable.
+    """
 
     name = "cards"
 
-    def __init__(self, env: Any = None, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        env: Any = None,
+        clock: Clock = utc_now,
+        payments: Payments | None = None,
+        payouts: Payouts | None = None,
+        tokens: MemberTokens | None = None,
+    ) -> None:
         super().__init__(env)
         self.clock = clock
+        self.payments = payments
+        self.payouts = payouts
+        self.tokens = tokens
         self.share_depth = int(self.env.get("SHARE_DEPTH", str(DEFAULT_SHARE_DEPTH)))
 
     # parties and activities
@@ -68,9 +90,13 @@ class Cards(LedgerApplication, Application[UUID]):
         )
         return self._create(merchant)
 
-    def register_member(self, member_id: UUID, name: str, phone: str) -> Member:
+    def register_member(self, member_id: UUID, name: str, phone: str) -> tuple[Member, str]:
+        """A member with a wallet, and their bearer token: shown once, so registering the
+        same member again (a rerun after a crash) issues a new one."""
+        tokens = needed(self.tokens, NO_TOKENS)
         member = Member(id=member_id, name=check_name(name), phone=check_phone(phone))
-        return self._create(member, Wallet(id=wallet_id(member_id), member_id=member_id))
+        member = self._create(member, Wallet(id=wallet_id(member_id), member_id=member_id))
+        return member, tokens.issue(member.id)
 
     def publish_activity(
         self,
@@ -104,10 +130,26 @@ class Cards(LedgerApplication, Application[UUID]):
 
     # main cards
 
+    def buy_card(self, card_id: UUID, member_id: UUID, activity_id: UUID) -> MainCard:
+        """The member pays the activity's `pay` and gets a card holding pay + bonus. The card
+        id keys the payment: buying again with it returns the card and charges nothing."""
+        payments = needed(self.payments, NO_PAYMENTS)
+        if card_id in self.repository:
+            return self.main_card(card_id)
+        activity = self.activity(activity_id)
+        buyer = self.member(member_id)
+        receipt = payments.charge(card_id, buyer.id, activity.pay)
+        return self._paid_for(
+            card_id,
+            payments,
+            lambda: self.open_card(card_id, buyer.id, activity.id, receipt.reference),
+        )
+
     def open_card(
         self, card_id: UUID, owner_id: UUID, activity_id: UUID, payment_reference: str
     ) -> MainCard:
-        """Record a card paid for under an activity (the payment adapter took `pay`)."""
+        """Record a card already paid for under an activity (`pay` was taken as the reference
+        says)."""
         activity = self.activity(activity_id)
 
         def decide() -> MainCard:
@@ -327,12 +369,30 @@ class Cards(LedgerApplication, Application[UUID]):
 
     # consumption and refunds
 
-    def quote(self, merchant_id: UUID, card_id: UUID, price: Money) -> Consumption:
-        """What a consumption would record now, without recording it (to charge the consumer)."""
-        consumption, _ = self._decide_consumption(uuid4(), merchant_id, card_id, price)
-        return consumption
-
     def consume(
+        self, consumption_id: UUID, merchant_id: UUID, card_id: UUID, price: Money
+    ) -> Consumption:
+        """At the merchant's till: a main or intimate card draws round(P x d_m) from the main
+        card; a shared card's holder pays round(P x d_s) through the payments port, keyed by
+        the consumption id, and it is split as stored. A consumption id already recorded
+        returns what was recorded, charging nothing again."""
+        recorded = self.recorded_consumption(merchant_id, consumption_id)
+        if recorded is not None:
+            return recorded
+        card = self.card_at(merchant_id, card_id)
+        payer = card.holder_id if isinstance(card, SharedCard) else None
+        if payer is None:
+            return self._record_consumption(consumption_id, merchant_id, card_id, price)
+        payments = needed(self.payments, NO_PAYMENTS)
+        quote, _ = self._decide_consumption(uuid4(), merchant_id, card_id, price)
+        payments.charge(consumption_id, payer, quote.consumer_pays)
+        return self._paid_for(
+            consumption_id,
+            payments,
+            lambda: self._record_consumption(consumption_id, merchant_id, card_id, price),
+        )
+
+    def _record_consumption(
         self, consumption_id: UUID, merchant_id: UUID, card_id: UUID, price: Money
     ) -> Consumption:
         card = self.card_at(merchant_id, card_id)
@@ -409,7 +469,32 @@ class Cards(LedgerApplication, Application[UUID]):
             wallets[member].credit(consumption.id, Money(amount, price.currency))
         return consumption, [card, main, *wallets.values()]
 
-    def refund(self, refund_id: UUID, merchant_id: UUID, consumption_id: UUID) -> ConsumptionRefund:
+    def _paid_for(self, payment_id: UUID, payments: Payments, record: Callable[[], T]) -> T:
+        """Record what was just paid for. If that fails and nothing was recorded under the
+        payment's id, the payment is given back before the failure goes on; if the store
+        cannot even say, it is kept, and a retry with the same id records it."""
+        try:
+            return record()
+        except Exception:
+            if payment_id not in self.repository:
+                payments.refund(payment_id)
+            raise
+
+    def refund_consumption(
+        self, refund_id: UUID, merchant_id: UUID, consumption_id: UUID
+    ) -> ConsumptionRefund:
+        """Reverse the consumption, then give back what the consumer paid, keyed by the
+        consumption id: a refund repeated with its id (after a lost answer) gives it back once."""
+        paid = self.consumption_at(merchant_id, consumption_id).consumer_pays.amount > 0
+        payments = needed(self.payments, NO_PAYMENTS) if paid else None
+        refund = self._reverse(refund_id, merchant_id, consumption_id)
+        if payments is not None:
+            payments.refund(consumption_id)
+        return refund
+
+    def _reverse(
+        self, refund_id: UUID, merchant_id: UUID, consumption_id: UUID
+    ) -> ConsumptionRefund:
         """Reverse a consumption's stored lines exactly; commission already withdrawn leaves
         the wallet negative."""
         recorded = self.consumption_at(merchant_id, consumption_id)
@@ -449,6 +534,18 @@ class Cards(LedgerApplication, Application[UUID]):
         return {member: self.wallet(member) for member in dict.fromkeys(members)}
 
     # withdrawals
+
+    def withdraw(self, withdrawal_id: UUID, member_id: UUID, amount: Money) -> Withdrawal:
+        """Hold the amount, pay it out keyed by the withdrawal id, then post it (paid) or
+        release the hold (refused). A payout whose answer is lost leaves the withdrawal
+        pending; withdrawing again with its id asks the payout again, so it is paid once."""
+        payouts = needed(self.payouts, NO_PAYOUTS)
+        withdrawal = self.request_withdrawal(withdrawal_id, member_id, amount)
+        if withdrawal.status != "pending":
+            return withdrawal
+        result = payouts.pay_out(withdrawal.id, withdrawal.member_id, withdrawal.amount)
+        detail = result.reference if result.paid else result.reason
+        return self.finish_withdrawal(withdrawal.id, result.paid, detail)
 
     def request_withdrawal(self, withdrawal_id: UUID, member_id: UUID, amount: Money) -> Withdrawal:
         """Hold the amount on the member's wallet while the payout is in flight."""
@@ -506,7 +603,7 @@ class Cards(LedgerApplication, Application[UUID]):
         return self._get(card_id, IntimateCard, "card")
 
     def card(self, card_id: UUID) -> Card:
-        return self._get(card_id, (MainCard, SharedCard, IntimateCard), "card")  # type: ignore[arg-type]
+        return self._get(card_id, (MainCard, SharedCard, IntimateCard), "card")
 
     def consumption(self, consumption_id: UUID) -> Consumption:
         return self._get(consumption_id, Consumption, "consumption")
@@ -516,6 +613,16 @@ class Cards(LedgerApplication, Application[UUID]):
 
     def wallet(self, member_id: UUID) -> Wallet:
         return self._get(wallet_id(member_id), Wallet, "wallet")
+
+    def consumptions_seen_by(self, member_id: UUID, card: Card) -> list[UUID]:
+        """A card's consumptions as the member may see them: an intimate card shows its own to
+        the owner only when it was offered so (its totals always)."""
+        if isinstance(card, MainCard):
+            hidden = {i for i in card.intimate_card_ids if not self.intimate_card(i).show_details}
+            return [consumption for consumption, used in card.consumptions if used not in hidden]
+        if isinstance(card, SharedCard) or member_id == card.holder_id or card.show_details:
+            return card.consumption_ids
+        return []
 
     def card_for(self, member_id: UUID, card_id: UUID) -> Card:
         """A card as a member may see it: their own, or one they hold. Others do not exist."""
@@ -571,3 +678,10 @@ class Cards(LedgerApplication, Application[UUID]):
         if withdrawal.member_id != member_id:
             raise NotFound(f"withdrawal {withdrawal_id} not found")
         return withdrawal
+
+
+def needed(port: P | None, missing: str) -> P:
+    """A port the use case cannot do without."""
+    if port is None:
+        raise Unavailable(missing)
+    return port
