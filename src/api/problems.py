@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.commands import ConflictPersisted
-from ledger.errors import DomainError, RateLimited
+from ledger.errors import DomainError, RateLimited, Unavailable
 
 log = logging.getLogger("api")
 
@@ -102,9 +102,9 @@ def domain_problem(request: Request, refusal: DomainError) -> JSONResponse:
 
 
 def is_transient(refusal: DomainError) -> bool:
-    """A refusal that may succeed later (a rate limit) is never stored as the answer to an
-    idempotency key: the same request is let through once the wait is over."""
-    return isinstance(refusal, RateLimited)
+    """A refusal that may succeed later (a rate limit, a gateway not configured yet) is never
+    stored as the answer to an idempotency key: the same request is let through later."""
+    return isinstance(refusal, RateLimited | Unavailable)
 
 
 def request_id(request: Request) -> str:

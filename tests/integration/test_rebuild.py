@@ -30,6 +30,7 @@ from psycopg import sql
 
 from adapters.database import application_env, open_pool
 from adapters.migrations import apply_migrations
+from adapters.payments import SandboxPaymentGateway
 from adapters.settings import Settings
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
@@ -38,6 +39,7 @@ from projections.catalog import FEEDS, PROCESSES, VIEWS, Views, view
 from projections.positions import head, live_tracking_name, live_version, position
 from projections.rebuild import rebuild
 from projections.runner import LockSession, SupervisedRunner
+from tests.card_fakes import FakeMemberTokens
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +119,8 @@ def write_history(url: str) -> History:
     tree, codes issued, voided, reserved (starting a recharge saga) and redeemed, member
     cards with a shared card, consumptions and a withdrawal still in flight (a hold)."""
     env = app_env(url)
-    distribution, cards = Distribution(env=env), Cards(env=env)
+    distribution = Distribution(env=env)
+    cards = Cards(env=env, payments=SandboxPaymentGateway(), tokens=FakeMemberTokens())
     try:
         h = History(uuid4(), uuid4(), uuid4(), [uuid4(), uuid4()], uuid4(), uuid4(), uuid4())
         d = distribution
