@@ -1,4 +1,5 @@
-"""The video platform's partner API, as the recharge saga sees it.
+"""The video platform's partner API, as the recharge saga sees it: an implementation of the
+`PlatformGateway` port that answers the saga's `StepResult`.
 
 The protocol (modelled on real partner APIs such as Alipay's, WeChat Pay's or Tencent's):
 
@@ -28,50 +29,23 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ledger.recharges.decisions import StepResult
+
 if TYPE_CHECKING:
     from adapters.settings import Settings
-
-Outcome = Literal["succeeded", "failed", "unknown", "not_found"]
 
 RECHARGE_PATH = "/partner/v1/recharge"
 ORDER_STATUS_PATH = "/partner/v1/order-status"
 CONNECT_TIMEOUT_SECONDS = 2.0
 DEFAULT_READ_TIMEOUT_SECONDS = 5.0
 MAX_REPLY_BYTES = 65_536
-
-
-@dataclass(frozen=True)
-class GatewayResult:
-    """What the platform said about one order, or ``unknown`` when it said nothing trustworthy.
-
-    ``not_found`` comes only from ``order_status``: the platform never saw the order. For
-    ``unknown`` the ``reason`` says why (e.g. ``timeout``, ``http 503``, ``bad signature``).
-    """
-
-    outcome: Outcome
-    reason: str | None = None
-    platform_order_id: str | None = None
-    membership_starts_at: datetime | None = None
-    membership_ends_at: datetime | None = None
-
-
-class PlatformGateway(Protocol):
-    def recharge(
-        self, order_no: str, account: str, product_code: str, duration_days: int
-    ) -> GatewayResult:
-        """Credit ``duration_days`` of ``product_code`` to ``account``, once per ``order_no``."""
-        ...
-
-    def order_status(self, order_no: str) -> GatewayResult:
-        """What the platform knows about ``order_no`` (``not_found`` if it never saw it)."""
-        ...
 
 
 # --- signing, shared by the adapter and the sandbox platform ---------------------------------
@@ -130,8 +104,8 @@ class _Untrusted(Exception):
     """The answer cannot be believed; the message becomes the ``unknown`` reason."""
 
 
-def _unknown(reason: str) -> GatewayResult:
-    return GatewayResult(outcome="unknown", reason=reason)
+def _unknown(reason: str) -> StepResult:
+    return StepResult(outcome="unknown", reason=reason)
 
 
 class HttpPlatformGateway:
@@ -182,7 +156,7 @@ class HttpPlatformGateway:
 
     def recharge(
         self, order_no: str, account: str, product_code: str, duration_days: int
-    ) -> GatewayResult:
+    ) -> StepResult:
         result = self._call(
             RECHARGE_PATH,
             order_no,
@@ -192,10 +166,10 @@ class HttpPlatformGateway:
             return _unknown("the platform answered not_found to a recharge")
         return result
 
-    def order_status(self, order_no: str) -> GatewayResult:
+    def order_status(self, order_no: str) -> StepResult:
         return self._call(ORDER_STATUS_PATH, order_no, {})
 
-    def _call(self, path: str, order_no: str, fields: dict[str, Any]) -> GatewayResult:
+    def _call(self, path: str, order_no: str, fields: dict[str, Any]) -> StepResult:
         timestamp = str(int(time.time()))
         nonce = new_nonce()
         body = encode_body(
@@ -219,7 +193,7 @@ class HttpPlatformGateway:
         except _Untrusted as error:
             return _unknown(str(error))
 
-    def _read(self, reply: httpx.Response, order_no: str, nonce: str) -> GatewayResult:
+    def _read(self, reply: httpx.Response, order_no: str, nonce: str) -> StepResult:
         if reply.status_code != 200:
             raise _Untrusted(f"http {reply.status_code}")
         body = reply.content
@@ -245,11 +219,11 @@ class HttpPlatformGateway:
             raise _Untrusted("malformed reason")
         status = answer.get("status")
         if status == "processing":
-            return GatewayResult(outcome="unknown", reason=reason or "processing")
+            return StepResult(outcome="unknown", reason=reason or "processing")
         if status == "not_found":
-            return GatewayResult(outcome="not_found", reason=reason)
+            return StepResult(outcome="not_found", reason=reason)
         if status == "failed":
-            return GatewayResult(
+            return StepResult(
                 outcome="failed",
                 reason=reason or "failed without a reason",
                 platform_order_id=_optional_str(answer.get("platform_order_id")),
@@ -265,15 +239,38 @@ class HttpPlatformGateway:
                 raise _Untrusted(f"malformed membership period ({error})") from error
             if ends <= starts:
                 raise _Untrusted("membership period ends before it starts")
-            return GatewayResult(
+            return StepResult(
                 outcome="succeeded",
                 reason=reason,
                 platform_order_id=platform_order_id,
-                membership_starts_at=starts,
-                membership_ends_at=ends,
+                starts_at=starts,
+                ends_at=ends,
             )
         raise _Untrusted(f"unknown status {status!r}")
 
 
 def _optional_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+class HttpPlatformGateways:
+    """One `HttpPlatformGateway` per platform base URL, made on first use and kept."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._gateways: dict[str, HttpPlatformGateway] = {}
+        self._lock = threading.Lock()
+
+    def gateway_for(self, base_url: str) -> HttpPlatformGateway:
+        with self._lock:
+            if base_url not in self._gateways:
+                self._gateways[base_url] = HttpPlatformGateway.from_settings(
+                    base_url, self._settings, timeout=self._settings.ledger_gateway_timeout_seconds
+                )
+            return self._gateways[base_url]
+
+    def close(self) -> None:
+        with self._lock:
+            for gateway in self._gateways.values():
+                gateway.close()
+            self._gateways.clear()

@@ -8,10 +8,11 @@ import json
 import time
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import UUID
 
 import httpx
 
-from adapters.signing import sign_request
+from adapters.signing import sign_request, webhook_secret
 
 
 class WebhookRefused(RuntimeError):
@@ -43,3 +44,18 @@ def deliver(client: httpx.Client, url: str, secret: str, event: dict[str, Any]) 
     if not 200 <= reply.status_code < 300:
         raise WebhookRefused(f"{url} answered {reply.status_code}")
     return reply.status_code
+
+
+class WebhookDelivery:
+    """Delivers channels' events, each signed with its channel's webhook secret (derived from
+    the master secret, so none is stored)."""
+
+    def __init__(self, master: bytes) -> None:
+        self._master = master
+        self._http = httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0), follow_redirects=False)
+
+    def deliver(self, channel_id: UUID, url: str, event: dict[str, Any]) -> int:
+        return deliver(self._http, url, webhook_secret(self._master, channel_id), event)
+
+    def close(self) -> None:
+        self._http.close()

@@ -9,12 +9,12 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.background import start_background
 from adapters.settings import Settings
 from api import problems
 from api.metrics import RequestMetrics
 from api.problems import problem_response
 from api.routes import ROUTERS
+from api.runtime.background import start_background
 from api.runtime.services import build_services
 
 

@@ -112,7 +112,8 @@ def sandbox_platform(
     ] = None,
 ) -> None:
     """Run the sandbox video platform (partner API, signed) in this process."""
-    from adapters.sandbox_platform import Faults, serve
+    from adapters.sandbox.faults import Faults
+    from adapters.sandbox.server import serve
 
     settings = Settings()
     faults = Faults(
@@ -137,7 +138,7 @@ def worker(
     threads: Annotated[int | None, typer.Option(help="Threads (LEDGER_WORKER_THREADS).")] = None,
 ) -> None:
     """Run a dramatiq worker for the saga's steps and the webhooks (needs BROKER_URL)."""
-    from adapters.jobs import Jobs, Runtime, make_broker, start_worker
+    from api.runtime.worker import Jobs, Runtime, make_broker, start_worker
 
     settings = Settings()
     if not settings.broker_url:
@@ -168,7 +169,7 @@ cli.add_typer(projections_cli, name="projections")
 def run_projections() -> None:
     """Keep every view, the saga starter and the outbox dispatcher up to date (one active
     runner per view across all processes; the others stand by)."""
-    from adapters.background import start_background
+    from api.runtime.background import start_background
 
     settings = Settings()
     url = database_url(settings)
@@ -188,7 +189,7 @@ def projections_status(
     import psycopg
     from rich.table import Table
 
-    from adapters.outbox import DISPATCHER_FEED
+    from api.runtime.dispatcher import DISPATCHER_FEED
     from projections.catalog import VIEWS
     from projections.status import standings
 

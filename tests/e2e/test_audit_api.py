@@ -23,8 +23,9 @@ import psycopg
 import pytest
 
 from adapters.database import application_env
-from adapters.outbox import DISPATCHER_FEED
+from adapters.payments import SandboxPaymentGateway
 from adapters.settings import Settings
+from api.runtime.dispatcher import DISPATCHER_FEED
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.distribution.movements import Deposit, StockPurchase
@@ -33,6 +34,7 @@ from projections.catalog import view
 from projections.positions import head, live_version
 from projections.rebuild import catch_up, open_view, rebuild
 from projections.status import standings
+from tests.card_fakes import FakeMemberTokens
 from tests.e2e.conftest import Api, Server, ledger_command, ledger_env, start_servers
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +58,8 @@ class Story:
 
 def write_story(url: str) -> Story:
     env = app_env(url)
-    d, cards = Distribution(env=env), Cards(env=env)
+    d = Distribution(env=env)
+    cards = Cards(env=env, payments=SandboxPaymentGateway(), tokens=FakeMemberTokens())
     try:
         platform, product, top, sub = uuid4(), uuid4(), uuid4(), uuid4()
         d.register_platform(platform, "iQiyi", "http://127.0.0.1:9/gateway")

@@ -21,8 +21,8 @@ from typing import TypeVar
 
 import pytest
 
-from adapters.background import Background, start_background
 from adapters.settings import Settings
+from api.runtime.background import Background, start_background
 from ledger.errors import NotFound
 from ledger.money import Money
 from tests.recharge_support import (

@@ -429,7 +429,7 @@ def test_a_failing_event_goes_to_the_dead_letters_while_the_view_moves_on(
 
 
 def standings_of(url: str) -> list[Any]:
-    from adapters.outbox import DISPATCHER_FEED
+    from api.runtime.dispatcher import DISPATCHER_FEED
 
     with psycopg.connect(url, autocommit=True) as conn:
         return standings(conn, [DISPATCHER_FEED])

@@ -127,13 +127,13 @@ def test_a_recharge_credits_once_and_is_recorded(
 
     assert result.outcome == "succeeded"
     assert result.platform_order_id
-    assert result.membership_starts_at and result.membership_ends_at
-    assert (result.membership_ends_at - result.membership_starts_at).days == 30
+    assert result.starts_at and result.ends_at
+    assert (result.ends_at - result.starts_at).days == 30
     [credit] = credits(sandbox, "13800000001")
     assert credit["order_no"] == "rch_a"
     assert credit["product_code"] == "vip-month"
     assert credit["platform_order_id"] == result.platform_order_id
-    assert credit["period"]["ends_at"] == result.membership_ends_at.isoformat().replace(
+    assert credit["period"]["ends_at"] == result.ends_at.isoformat().replace(
         "+00:00", "Z"
     )
     assert gateway.order_status("rch_a") == result
@@ -163,9 +163,9 @@ def test_a_second_order_extends_the_current_period(
     second = gateway.recharge("rch_c2", "13800000003", "vip-month", 7)
     other_product = gateway.recharge("rch_c3", "13800000003", "vip-year", 365)
 
-    assert second.membership_starts_at == first.membership_ends_at
-    assert (second.membership_ends_at - second.membership_starts_at).days == 7  # type: ignore[operator]
-    assert other_product.membership_starts_at < first.membership_ends_at  # type: ignore[operator]
+    assert second.starts_at == first.ends_at
+    assert (second.ends_at - second.starts_at).days == 7  # type: ignore[operator]
+    assert other_product.starts_at < first.ends_at  # type: ignore[operator]
     assert len(credits(sandbox, "13800000003")) == 3
 
 

@@ -13,14 +13,15 @@ import pytest
 from adapters.platform_gateway import (
     ORDER_STATUS_PATH,
     RECHARGE_PATH,
-    GatewayResult,
     HttpPlatformGateway,
-    PlatformGateway,
+    HttpPlatformGateways,
     encode_body,
     sign,
     signature_valid,
     signing_string,
 )
+from ledger.recharges.decisions import StepResult
+from ledger.recharges.ports import PlatformGateway
 
 SECRET = "platform-test-secret"
 PARTNER = "partner-under-test"
@@ -81,12 +82,12 @@ def gateway(handler: Handler, **kwargs: Any) -> HttpPlatformGateway:
     )
 
 
-def recharge(handler: Handler) -> GatewayResult:
+def recharge(handler: Handler) -> StepResult:
     with gateway(handler) as g:
         return g.recharge("rch_1", "13800000000", "vip-month", 30)
 
 
-def status_of(handler: Handler) -> GatewayResult:
+def status_of(handler: Handler) -> StepResult:
     with gateway(handler) as g:
         return g.order_status("rch_1")
 
@@ -159,20 +160,20 @@ def test_the_signature_is_the_documented_hmac() -> None:
 
 def test_success_is_succeeded_with_the_membership_period() -> None:
     result = recharge(platform("success"))
-    assert result == GatewayResult(
+    assert result == StepResult(
         outcome="succeeded",
         reason=None,
         platform_order_id="PO1",
-        membership_starts_at=datetime(2026, 1, 1, tzinfo=UTC),
-        membership_ends_at=datetime(2026, 1, 31, tzinfo=UTC),
+        starts_at=datetime(2026, 1, 1, tzinfo=UTC),
+        ends_at=datetime(2026, 1, 31, tzinfo=UTC),
     )
     assert status_of(platform("success")).outcome == "succeeded"
 
 
 def test_times_with_another_offset_come_back_in_utc() -> None:
     result = recharge(platform("success", membership_starts_at="2026-01-01T08:00:00+08:00"))
-    assert result.membership_starts_at == datetime(2026, 1, 1, tzinfo=UTC)
-    assert result.membership_starts_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert result.starts_at == datetime(2026, 1, 1, tzinfo=UTC)
+    assert result.starts_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
 
 
 def test_failed_is_failed_with_the_reason() -> None:
@@ -331,3 +332,21 @@ def test_the_gateway_can_be_built_from_settings() -> None:
     with HttpPlatformGateway.from_settings("https://platform.test", settings, timeout=3) as g:
         assert g.partner_id == "p-1"
         assert g._client.timeout.read == 3
+
+
+def test_each_platform_gets_one_gateway_kept_for_every_step() -> None:
+    from adapters.settings import Settings
+
+    settings = Settings(
+        ledger_platform_partner_id="p-1",
+        ledger_platform_secret="s-1",
+        ledger_gateway_timeout_seconds=3,
+    )
+    gateways = HttpPlatformGateways(settings)
+    try:
+        first = gateways.gateway_for("https://one.test")
+        assert gateways.gateway_for("https://one.test") is first
+        assert gateways.gateway_for("https://two.test") is not first
+        assert first._client.timeout.read == 3
+    finally:
+        gateways.close()

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from adapters.outbox import DISPATCHER_FEED
 from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
+from api.runtime.dispatcher import DISPATCHER_FEED
 from projections.status import standings
 
 router = APIRouter(tags=["operations"])

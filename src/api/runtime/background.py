@@ -9,9 +9,9 @@ from typing import Any
 import dramatiq
 
 from adapters.database import application_env, open_pool
-from adapters.jobs import Jobs, Runtime, make_broker, start_worker
-from adapters.outbox import Sweeper, dispatcher_feed
 from adapters.settings import Settings
+from api.runtime.dispatcher import Sweeper, dispatcher_feed
+from api.runtime.worker import Jobs, Runtime, make_broker, start_worker
 from projections.catalog import continuous_feeds
 from projections.runner import LockSession, Shared, SupervisedRunner
 
@@ -56,14 +56,14 @@ def start_background(
         env = application_env(
             settings, database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="1"
         )
-        feeds = [*continuous_feeds(), dispatcher_feed(runtime, jobs)]
+        feeds = [*continuous_feeds(), dispatcher_feed(jobs.steps, jobs)]
         background.session = LockSession(database_url)
         background.shared = Shared(env, subscribers=len(feeds))
         background.runners = [
             SupervisedRunner(feed, database_url, env, background.session, background.shared)
             for feed in feeds
         ]
-        background.sweeper = Sweeper(runtime, jobs, background.pool)
+        background.sweeper = Sweeper(jobs.steps, runtime.distribution, background.pool)
         for thread in [*background.runners, background.sweeper]:
             thread.start()
     if with_worker:

@@ -1,28 +1,10 @@
-"""The sandbox video platform: a real HTTP server speaking the partner API of `platform_gateway`.
-
-It verifies every partner request's signature (partner id, timestamp window, single-use nonce,
-HMAC), keeps its own record of what it credited (in memory), credits at most once per order
-number however often it is asked, answers order-status queries and signs every answer.
-
-Fault switches, set at start (`ledger sandbox-platform --latency-ms ...`) or at run time with
-``POST /sandbox/faults``:
-
-* ``latency_ms``: every partner request waits this long first;
-* ``error_rate`` (0..1): this fraction of partner requests is answered 503 before anything is done;
-* ``timeout_after_credit`` (N): the next N recharges that credit do so and then hang for
-  ``hang_seconds`` (longer than the client's read timeout) before answering;
-* ``fail_accounts``: recharges to these accounts fail definitely, with a reason;
-* ``hang_seconds``: how long a time-out-after-credit hangs.
-
-``GET /sandbox/faults`` shows them, ``GET /sandbox/credits?account=`` lists the credits (so a test
-can assert "credited exactly once"), ``POST /sandbox/reset`` forgets every order, credit and nonce
-and restores the faults given at start. The sandbox endpoints are unauthenticated: bind to
-localhost.
-"""
+"""The sandbox video platform's books: it verifies every partner request's signature (partner
+id, timestamp window, single-use nonce, HMAC), keeps its own record of what it credited (in
+memory), credits at most once per order number however often it is asked, answers
+order-status queries and signs every answer."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import threading
@@ -32,54 +14,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Response
 
-from adapters.platform_gateway import (
-    ORDER_STATUS_PATH,
-    RECHARGE_PATH,
-    encode_body,
-    format_time,
-    new_nonce,
-    sign,
-    signature_valid,
-)
+from adapters.platform_gateway import encode_body, format_time, new_nonce, sign, signature_valid
+from adapters.sandbox.faults import Faults, FaultsUpdate
 
 SIGNATURE_WINDOW_SECONDS = 300
-MAX_BODY_BYTES = 16_384
-DEFAULT_HANG_SECONDS = 10.0
 FAILED_ACCOUNT_REASON = "account_not_eligible: this account cannot receive memberships"
-
-
-@dataclass(frozen=True)
-class Faults:
-    latency_ms: int = 0
-    error_rate: float = 0.0
-    timeout_after_credit: int = 0
-    fail_accounts: tuple[str, ...] = ()
-    hang_seconds: float = DEFAULT_HANG_SECONDS
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "latency_ms": self.latency_ms,
-            "error_rate": self.error_rate,
-            "timeout_after_credit": self.timeout_after_credit,
-            "fail_accounts": list(self.fail_accounts),
-            "hang_seconds": self.hang_seconds,
-        }
-
-
-class FaultsUpdate(BaseModel):
-    """Body of ``POST /sandbox/faults``: the switches given are set, the others kept."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    latency_ms: int | None = Field(default=None, ge=0, le=600_000)
-    error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    timeout_after_credit: int | None = Field(default=None, ge=0, le=1_000_000)
-    fail_accounts: list[str] | None = Field(default=None, max_length=10_000)
-    hang_seconds: float | None = Field(default=None, gt=0, le=3_600)
 
 
 @dataclass(frozen=True)
@@ -319,85 +260,3 @@ def _text(payload: dict[str, Any], name: str, max_length: int) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= max_length:
         raise Refused(400, "bad_request", f"{name} must be a string of 1 to {max_length} chars")
     return value
-
-
-def create_sandbox_app(secret: str, partner_id: str, faults: Faults | None = None) -> FastAPI:
-    """The sandbox platform as an ASGI app; ``app.state.platform`` is its `SandboxPlatform`."""
-    platform = SandboxPlatform(secret, partner_id, faults)
-    app = FastAPI(title="Sandbox video platform", docs_url=None, redoc_url=None)
-    app.state.platform = platform
-
-    async def partner_call(
-        request: Request, handle: Callable[[dict[str, Any], str], Any]
-    ) -> Response:
-        faults = platform.faults
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
-        if platform.answers_unavailable():
-            return JSONResponse(
-                {"status": "error", "code": "unavailable", "message": "injected 503"},
-                status_code=503,
-            )
-        body = await request.body()
-        try:
-            if len(body) > MAX_BODY_BYTES:
-                raise Refused(413, "too_large", "the body is too large")
-            payload = platform.verify(request.headers, body)
-            return await handle(payload, payload["nonce"])
-        except Refused as refused:
-            return platform.signed_response(
-                refused.status_code,
-                {"status": "error", "code": refused.code, "message": refused.message},
-            )
-
-    async def do_recharge(payload: dict[str, Any], request_nonce: str) -> Response:
-        order, hang = platform.recharge(payload)
-        if hang:
-            await asyncio.sleep(platform.faults.hang_seconds)
-        return platform.signed_response(200, order.answer(request_nonce))
-
-    async def do_order_status(payload: dict[str, Any], request_nonce: str) -> Response:
-        answer = platform.order_status(payload)
-        return platform.signed_response(200, answer | {"request_nonce": request_nonce})
-
-    @app.post(RECHARGE_PATH)
-    async def recharge(request: Request) -> Response:
-        return await partner_call(request, do_recharge)
-
-    @app.post(ORDER_STATUS_PATH)
-    async def order_status(request: Request) -> Response:
-        return await partner_call(request, do_order_status)
-
-    @app.get("/sandbox/faults")
-    async def get_faults() -> dict[str, Any]:
-        return platform.faults.as_json()
-
-    @app.post("/sandbox/faults")
-    async def post_faults(update: FaultsUpdate) -> dict[str, Any]:
-        return platform.set_faults(update).as_json()
-
-    @app.get("/sandbox/credits")
-    async def get_credits(account: str | None = None) -> dict[str, Any]:
-        return {"credits": [credit.credit_json() for credit in platform.credits(account)]}
-
-    @app.post("/sandbox/reset")
-    async def reset() -> dict[str, Any]:
-        return {"faults": platform.reset().as_json()}
-
-    return app
-
-
-def serve(
-    port: int,
-    host: str = "127.0.0.1",
-    *,
-    secret: str,
-    partner_id: str,
-    faults: Faults | None = None,
-    log_level: str = "warning",
-) -> None:
-    """Run the sandbox platform in this process until it is stopped."""
-    import uvicorn
-
-    app = create_sandbox_app(secret, partner_id, faults)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=1)

@@ -1,0 +1,100 @@
+"""The saga's external steps and the webhooks as dramatiq actors, on RabbitMQ, Redis or
+(embedded) in process. An actor only turns its message into one call of a use case; the
+use cases are idempotent, so a message delivered twice, or redelivered after a worker died
+mid-step, does no harm."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import default_middleware
+
+from adapters.database import application_env
+from adapters.platform_gateway import HttpPlatformGateways
+from adapters.settings import Settings
+from adapters.webhooks import WebhookDelivery
+from ledger.clock import utc_now
+from ledger.distribution.application import Distribution
+from ledger.recharges.application import Recharges
+from ledger.recharges.steps import RechargeSteps
+
+
+def make_broker(url: str | None) -> dramatiq.Broker:
+    """RabbitMQ for amqp://, Redis for redis://, and an in-process broker when unset."""
+    middleware = [m() for m in default_middleware]
+    if not url:
+        return StubBroker(middleware=middleware)
+    if url.startswith(("amqp://", "amqps://")):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        return RabbitmqBroker(url=url, middleware=middleware, confirm_delivery=True)
+    if url.startswith(("redis://", "rediss://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=url, middleware=middleware)
+    raise ValueError(f"BROKER_URL must be amqp://… or redis://…, not {url!r}")
+
+
+class Runtime:
+    """What the actors, the dispatcher and the sweeper work with: the applications and the
+    adapters that reach the platforms and the channels."""
+
+    def __init__(self, settings: Settings, database_url: str) -> None:
+        env = application_env(
+            settings, database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="7"
+        )
+        self.settings = settings
+        self.distribution = Distribution(env=env)
+        self.recharges = Recharges(env=env)
+        self.gateways = HttpPlatformGateways(settings)
+        self.webhooks = WebhookDelivery(settings.secret_bytes)
+
+    def close(self) -> None:
+        self.gateways.close()
+        self.webhooks.close()
+        self.distribution.close()
+        self.recharges.close()
+
+
+class Jobs:
+    """The actors on `broker`; also the saga's step queue and its notifications."""
+
+    def __init__(self, broker: dramatiq.Broker, runtime: Runtime) -> None:
+        self.broker = broker
+        self.runtime = runtime
+        self.steps = RechargeSteps(
+            runtime.recharges, runtime.distribution, runtime.gateways, self, self
+        )
+        self.recharge_step = dramatiq.Actor(
+            self.run_step, broker=broker, actor_name="recharge_step", queue_name="recharges",
+            priority=0, options={"max_retries": 20, "min_backoff": 500, "max_backoff": 30_000},
+        )
+        self.webhook = dramatiq.Actor(
+            self.deliver_webhook, broker=broker, actor_name="deliver_webhook",
+            queue_name="webhooks", priority=10,
+            options={"max_retries": 30, "min_backoff": 1_000, "max_backoff": 600_000},
+        )
+
+    def enqueue_step(self, recharge_id: UUID, step_id: str, due_at: datetime) -> None:
+        delay_ms = max(0, int((due_at - utc_now()).total_seconds() * 1000))
+        args = (str(recharge_id), step_id)
+        self.recharge_step.send_with_options(args=args, delay=delay_ms or None)
+
+    def notify(self, channel_id: UUID, url: str, event: dict[str, Any]) -> None:
+        self.webhook.send(str(channel_id), url, event)
+
+    def run_step(self, recharge_id: str, step_id: str) -> None:
+        self.steps.run_step(UUID(recharge_id), step_id)
+
+    def deliver_webhook(self, channel_id: str, url: str, event: dict[str, Any]) -> None:
+        self.runtime.webhooks.deliver(UUID(channel_id), url, event)
+
+
+def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=200)
+    worker.start()
+    return worker
