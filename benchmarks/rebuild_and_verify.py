@@ -201,7 +201,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile rebuild and verify")
     args = parser.parse_args()
 
-    from adapters.migrations import apply_migrations
+    from api.runtime.schema import apply_migrations
 
     name = f"bench_rebuild_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(args.database_url, autocommit=True) as conn:

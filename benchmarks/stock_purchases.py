@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from adapters.migrations import apply_migrations
+    from api.runtime.schema import apply_migrations
 
     console = Console()
     if not console.is_terminal:

@@ -21,7 +21,7 @@ def _url_for(dbname: str) -> str:
 @pytest.fixture
 def database_url() -> Iterator[str]:
     """A fresh, migrated database, dropped afterwards."""
-    from adapters.migrations import apply_migrations
+    from api.runtime.schema import apply_migrations
 
     name = f"ledger_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:

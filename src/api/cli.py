@@ -25,7 +25,7 @@ console = Console(stderr=True)
 def database_url(settings: Settings) -> str:
     """The configured server, or the embedded one (started on demand), migrated."""
     from adapters import embedded
-    from adapters.migrations import apply_migrations
+    from api.runtime.schema import apply_migrations
 
     if settings.database_url:
         url = settings.database_url

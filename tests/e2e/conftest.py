@@ -39,7 +39,7 @@ AUTO = object()
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
     """A fresh, migrated database for the module's processes, dropped afterwards."""
-    from adapters.migrations import apply_migrations
+    from api.runtime.schema import apply_migrations
 
     name = f"ledger_e2e_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:

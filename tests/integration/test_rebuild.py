@@ -29,9 +29,9 @@ import pytest
 from psycopg import sql
 
 from adapters.database import application_env, open_pool
-from adapters.migrations import apply_migrations
 from adapters.payments import SandboxPaymentGateway
 from adapters.settings import Settings
+from api.runtime.schema import apply_migrations
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.money import Money
