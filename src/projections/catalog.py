@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
@@ -15,6 +16,9 @@ from projections.journal import JournalReader, JournalView
 from projections.positions import wait_until_caught_up
 from projections.recharges import RechargesReader, RechargesView
 from projections.runner import Feed, ProcessFeed, ViewFeed
+
+if TYPE_CHECKING:
+    from projections.status import Standing
 
 APPLICATIONS: tuple[type[Any], ...] = (Distribution, Recharges, Cards)
 
@@ -95,6 +99,22 @@ class Views:
         """Read-your-writes: wait (bounded) until the view includes every logged event."""
         applications = [a.name for a in view(name).applications]
         return wait_until_caught_up(self.pool, applications, view_name=name, timeout=timeout)
+
+    def database_error(self) -> str | None:
+        """None when the database answers within two seconds, else what went wrong."""
+        try:
+            with self.pool.connection(timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except Exception as error:  # noqa: BLE001 - any failure means it is not usable
+            return type(error).__name__
+        return None
+
+    def standings(self, extra: Sequence[Any] = ()) -> list[Standing]:
+        """Where every view stands, and the `extra` feeds (the outbox dispatcher)."""
+        from projections.status import standings  # status reads this catalogue
+
+        with self.pool.connection() as conn:
+            return standings(conn, extra)
 
     def recharges_caught_up(self, timeout: float = 3.0) -> bool:
         """Every reservation logged so far has started its saga, and the list shows it."""

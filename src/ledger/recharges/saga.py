@@ -15,6 +15,7 @@ from ledger.recharges.decisions import (
     Review,
     Schedule,
     Step,
+    StepKind,
     StepResult,
     Succeed,
     after_step,
@@ -142,8 +143,8 @@ class Recharge(Aggregate):
             self._step_scheduled(s.number, s.kind, s.due_at)
 
     @event("StepScheduled")
-    def _step_scheduled(self, number: int, kind: str, due_at: datetime) -> None:
-        self.step = Step(number, kind, due_at)  # type: ignore[arg-type]
+    def _step_scheduled(self, number: int, kind: StepKind, due_at: datetime) -> None:
+        self.step = Step(number, kind, due_at)
         if kind == "recharge":
             self.recharges_sent += 1
         else:
