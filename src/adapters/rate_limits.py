@@ -12,7 +12,7 @@ import math
 import time
 from typing import Any
 
-from ledger.recharges.placement_ports import Limit
+from ledger.recharges.ports import Limit
 
 
 class RateLimiter:

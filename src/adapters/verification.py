@@ -11,7 +11,7 @@ from uuid import UUID
 
 from adapters.rate_limits import RateLimiter
 from ledger.errors import DomainError, RateLimited, VerificationFailed, VerificationLocked
-from ledger.recharges.placement_ports import Limit, SmsSender
+from ledger.recharges.ports import Limit, SmsSender
 
 VALID_SECONDS = 300
 MAX_TRIES = 5

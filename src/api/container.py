@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ledger.distribution.application import Distribution
     from ledger.recharges.application import Recharges
     from ledger.recharges.placement import RechargePlacement
-    from projections.catalog import Views
+    from projections.views import Views
 
 
 @dataclass

@@ -1,24 +1,19 @@
-"""Every view, the applications that feed it, and the readers the API uses."""
+"""Every view and the applications that feed it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.recharges.application import Recharges
-from projections.balances import BalancesReader, BalancesView
+from projections.balances import BalancesView
 from projections.base import View, projection_for
-from projections.codes import CodesReader, CodesView
-from projections.journal import JournalReader, JournalView
-from projections.positions import wait_until_caught_up
-from projections.recharges import RechargesReader, RechargesView
+from projections.codes import CodesView
+from projections.journal import JournalView
+from projections.recharges import RechargesView
 from projections.runner import Feed, ProcessFeed, ViewFeed
-
-if TYPE_CHECKING:
-    from projections.status import Standing
 
 APPLICATIONS: tuple[type[Any], ...] = (Distribution, Recharges, Cards)
 
@@ -83,44 +78,6 @@ def view(name: str) -> ViewSpec:
 
 def continuous_feeds() -> list[Any]:
     return [feed for spec in VIEWS for feed in spec.feeds()] + PROCESSES
-
-
-class Views:
-    """The API's handle on the read side."""
-
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-        self.balances = BalancesReader(pool)
-        self.recharges = RechargesReader(pool)
-        self.codes = CodesReader(pool)
-        self.journal = JournalReader(pool)
-
-    def catch_up(self, name: str = "balances", timeout: float = 3.0) -> bool:
-        """Read-your-writes: wait (bounded) until the view includes every logged event."""
-        applications = [a.name for a in view(name).applications]
-        return wait_until_caught_up(self.pool, applications, view_name=name, timeout=timeout)
-
-    def database_error(self) -> str | None:
-        """None when the database answers within two seconds, else what went wrong."""
-        try:
-            with self.pool.connection(timeout=2) as conn:
-                conn.execute("SELECT 1")
-        except Exception as error:  # noqa: BLE001 - any failure means it is not usable
-            return type(error).__name__
-        return None
-
-    def standings(self, extra: Sequence[Any] = ()) -> list[Standing]:
-        """Where every view stands, and the `extra` feeds (the outbox dispatcher)."""
-        from projections.status import standings  # status reads this catalogue
-
-        with self.pool.connection() as conn:
-            return standings(conn, extra)
-
-    def recharges_caught_up(self, timeout: float = 3.0) -> bool:
-        """Every reservation logged so far has started its saga, and the list shows it."""
-        return wait_until_caught_up(
-            self.pool, [Distribution.name], tracking_name=Recharges.name, timeout=timeout
-        ) and self.catch_up("recharges", timeout)
 
 
 FEEDS = continuous_feeds()

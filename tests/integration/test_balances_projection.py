@@ -15,8 +15,9 @@ from ledger import accounts
 from ledger.distribution.application import Distribution
 from ledger.errors import DomainError
 from ledger.money import Money
-from projections.catalog import FEEDS, Views
+from projections.catalog import FEEDS
 from projections.runner import SupervisedRunner
+from projections.views import Views
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,9 @@ from adapters.tokens import PostgresMemberTokens
 from ledger import accounts
 from ledger.cards.application import Cards
 from ledger.money import Money
-from projections.catalog import Views, view
+from projections.catalog import view
 from projections.runner import SupervisedRunner
+from projections.views import Views
 
 pytestmark = pytest.mark.integration
 

@@ -35,10 +35,11 @@ from api.runtime.schema import apply_migrations
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.money import Money
-from projections.catalog import FEEDS, PROCESSES, VIEWS, Views, view
+from projections.catalog import FEEDS, PROCESSES, VIEWS, view
 from projections.positions import head, live_tracking_name, live_version, position
 from projections.rebuild import rebuild
 from projections.runner import LockSession, SupervisedRunner
+from projections.views import Views
 from tests.card_fakes import FakeMemberTokens
 
 pytestmark = pytest.mark.integration

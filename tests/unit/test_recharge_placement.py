@@ -22,7 +22,7 @@ from ledger.errors import (
 )
 from ledger.money import Money
 from ledger.recharges.placement import PlacementLimits, RechargePlacement
-from ledger.recharges.placement_ports import Limit
+from ledger.recharges.ports import Limit
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 ADDRESS = "203.0.113.7"

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends
 from api.auth import require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.presenters import code_batch_issued
 from api.routes.distribution import parse_id
 from api.schemas import CodeBatchIn, CodesIn, CodeVoidIn
 from ledger.errors import InvalidAmount
@@ -37,14 +38,7 @@ def issue_codes(
         batch, codes = services.distribution.issue_codes(
             batch_id, channel_id, product_id, body.quantity, body.expires_at, body.inactive
         )
-        return 201, {
-            "id": str(batch.id),
-            "product_id": str(batch.product_id),
-            "quantity": len(codes),
-            "expires_at": batch.expires_at.isoformat() if batch.expires_at else None,
-            "inactive": batch.inactive,
-            "codes": codes,
-        }
+        return 201, code_batch_issued(batch, codes)
 
     return call.run(command, sealed=True)
 

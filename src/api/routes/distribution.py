@@ -11,6 +11,7 @@ from adapters.signing import key_secret, webhook_secret
 from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.presenters import balance, channel_created, channel_view, stock_positions, stock_purchased
 from api.problems import Problem
 from api.schemas import (
     Balance,
@@ -24,7 +25,6 @@ from api.schemas import (
     PriceIn,
     ProductIn,
     StockList,
-    StockPosition,
     StockPurchaseIn,
     StockPurchaseOut,
     WebhookIn,
@@ -54,11 +54,9 @@ def visible_channel(distribution: Distribution, principal: Principal, channel_id
     return channel
 
 
-def channel_created(services: Services, channel: Channel) -> tuple[int, dict[str, Any]]:
-    secret = key_secret(services.settings.secret_bytes, channel.key_id)
-    return 201, ChannelCreated(
-        id=str(channel.id), key_id=channel.key_id, key_secret=secret
-    ).model_dump()
+def registered(services: Services, channel: Channel) -> tuple[int, dict[str, Any]]:
+    """A new channel's key, with its secret derived again (the secret is stored nowhere)."""
+    return 201, channel_created(channel, key_secret(services.settings.secret_bytes, channel.key_id))
 
 
 @router.post("/platforms", status_code=201, response_model=Created)
@@ -113,7 +111,7 @@ def register_channel(
 ) -> Any:
     require(call.principal, "operator")
     return call.run(
-        lambda command_id: channel_created(
+        lambda command_id: registered(
             services, services.distribution.register_channel(command_id, body.name)
         ),
         sealed=True,
@@ -130,7 +128,7 @@ def register_subchannel(
     require(call.principal, "channel")
     parent = visible_channel(services.distribution, call.principal, channel_id)
     return call.run(
-        lambda command_id: channel_created(
+        lambda command_id: registered(
             services, services.distribution.register_channel(command_id, body.name, parent.id)
         ),
         sealed=True,
@@ -180,7 +178,7 @@ def suspend(
     services: Services = Depends(get_services),
 ) -> Any:
     channel = _suspendable(services.distribution, call.principal, channel_id)
-    return call.run(lambda _: (200, _channel_view(services.distribution.suspend(channel.id))))
+    return call.run(lambda _: (200, channel_view(services.distribution.suspend(channel.id))))
 
 
 @router.delete("/channels/{channel_id}/suspension", status_code=200)
@@ -190,7 +188,7 @@ def resume(
     services: Services = Depends(get_services),
 ) -> Any:
     channel = _suspendable(services.distribution, principal, channel_id)
-    return _channel_view(services.distribution.resume(channel.id))
+    return channel_view(services.distribution.resume(channel.id))
 
 
 def _suspendable(distribution: Distribution, principal: Principal, channel_id: str) -> Channel:
@@ -227,20 +225,7 @@ def get_channel(
     services: Services = Depends(get_services),
 ) -> Any:
     require(principal, "operator", "finance", "channel")
-    return _channel_view(visible_channel(services.distribution, principal, channel_id))
-
-
-def _channel_view(channel: Channel) -> dict[str, Any]:
-    return {
-        "id": str(channel.id),
-        "name": channel.name,
-        "parent_id": str(channel.parent_id) if channel.parent_id else None,
-        "suspended": channel.suspended,
-        "prices": [
-            {"product_id": product_id, "price": price.as_dict()}
-            for product_id, price in sorted(channel.prices.items())
-        ],
-    }
+    return channel_view(visible_channel(services.distribution, principal, channel_id))
 
 
 @router.post("/stock-purchases", status_code=201, response_model=StockPurchaseOut)
@@ -258,17 +243,7 @@ def purchase_stock(
         purchase, buyer = services.distribution.purchase_stock(
             command_id, buyer_id, product_id, body.quantity
         )
-        out = StockPurchaseOut(
-            id=str(purchase.id),
-            product_id=str(product_id),
-            quantity=purchase.quantity,
-            unit_price=MoneyOut.of(purchase.unit_price),
-            total=MoneyOut.of(purchase.total),
-            stock=StockPosition(
-                product_id=str(product_id), on_hand=buyer.stock_of(product_id), held=0, consumed=0
-            ),
-        )
-        return 201, out.model_dump()
+        return 201, stock_purchased(purchase, buyer, product_id)
 
     return call.run(command)
 
@@ -282,15 +257,7 @@ def stock(
     require(principal, "operator", "finance", "channel")
     channel = visible_channel(services.distribution, principal, channel_id)
     services.views.catch_up()
-    balances = services.views.balances.of_accounts_under(f"channel:{channel.id}:")
-    positions: dict[str, dict[str, int]] = {}
-    for (account, _asset), (posted, _pending) in balances.items():
-        _, _, purpose, *rest = account.split(":")
-        if purpose in ("stock", "held", "consumed") and rest:
-            column = "on_hand" if purpose == "stock" else purpose
-            positions.setdefault(rest[0], {"on_hand": 0, "held": 0, "consumed": 0})[column] = posted
-    items = [StockPosition(product_id=p, **cols) for p, cols in sorted(positions.items())]
-    return StockList(items=items)
+    return stock_positions(services.views.balances.of_accounts_under(f"channel:{channel.id}:"))
 
 
 @router.get("/channels/{channel_id}/funds", response_model=Balance)
@@ -303,11 +270,5 @@ def funds(
     require(principal, "operator", "finance", "channel")
     channel = visible_channel(services.distribution, principal, channel_id)
     services.views.catch_up()
-    posted, pending = services.views.balances.of_account(accounts.channel_funds(channel.id)).get(
-        currency, (0, 0)
-    )
-    return Balance(
-        posted=MoneyOut(amount=posted, currency=currency),
-        pending=MoneyOut(amount=pending, currency=currency),
-        available=MoneyOut(amount=posted - pending, currency=currency),
-    )
+    funds = services.views.balances.of_account(accounts.channel_funds(channel.id))
+    return balance(*funds.get(currency, (0, 0)), currency)

@@ -9,6 +9,7 @@ from pydantic import AwareDatetime
 
 from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
+from api.presenters import journal_page
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 
@@ -72,21 +73,4 @@ def journal(
     if after:
         name, number = after.split(":")
         cursor = (name, int(number))
-    rows = views.journal.entries(application, cursor, limit + 1)
-    items = [
-        {
-            "application": row["application"],
-            "position": row["notification_id"],
-            "event_id": f"{row['originator_id']}:{row['originator_version']}",
-            "topic": row["topic"],
-            "recorded_at": row["recorded_at"].isoformat(),
-            "postings": [{"account": a, "asset": k, "amount": n} for a, k, n in row["postings"]],
-            "holds": [{"account": a, "asset": k, "amount": n} for a, k, n in row["holds"]],
-            "chain_hash": row["chain_hash"],
-        }
-        for row in rows[:limit]
-    ]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = f"{items[-1]['application']}:{items[-1]['position']}"
-    return {"items": items, "next_cursor": next_cursor}
+    return journal_page(views.journal.entries(application, cursor, limit + 1), limit)

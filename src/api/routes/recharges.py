@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -11,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent, idempotent_page
+from api.presenters import recharge_out
 from api.problems import Problem
 from api.routes.distribution import parse_id, visible_channel
 from api.schemas import RechargeIn, RechargeOut, ResolutionIn, VerificationIn
@@ -64,7 +64,12 @@ def place_recharge(
 
     def command(recharge_id: UUID) -> tuple[int, dict[str, Any]]:
         services.placement.place(
-            recharge_id, channel, body.account, body.code, body.verification_code, address,
+            recharge_id,
+            channel,
+            body.account,
+            body.code,
+            body.verification_code,
+            address,
             body.user,
         )
         return 202, {"id": str(recharge_id), "status": "pending"}
@@ -146,25 +151,6 @@ def find_recharge(services: Services, recharge_id: UUID) -> Recharge:
     except NotFound:
         services.views.recharges_caught_up()
         return services.recharges.recharge(recharge_id)
-
-
-def recharge_out(recharge: Recharge) -> RechargeOut:
-    membership = None
-    if recharge.membership:
-        membership = {
-            k: v.isoformat() if isinstance(v, datetime) else v
-            for k, v in recharge.membership.items()
-        }
-    return RechargeOut(
-        id=str(recharge.id),
-        status=recharge.status,
-        product_id=str(recharge.product_id),
-        account=recharge.account,
-        channel_id=str(recharge.channel_id),
-        failure=recharge.failure or recharge.review_reason,
-        membership=membership,
-        requested_at=recharge.requested_at.isoformat(),
-    )
 
 
 def client_address(request: Request) -> str:

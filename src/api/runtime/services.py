@@ -16,7 +16,7 @@ from api.container import Services
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.recharges.placement import PlacementLimits, RechargePlacement
-from projections.catalog import Views
+from projections.views import Views
 
 
 def build_services(settings: Settings, database_url: str, runtime: Any) -> Services:

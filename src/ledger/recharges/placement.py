@@ -19,7 +19,7 @@ from ledger.errors import (
     CodeMalformed,
     RateLimited,
 )
-from ledger.recharges.placement_ports import Limit, RateCounters, VerificationCodes
+from ledger.recharges.ports import Limit, RateCounters, VerificationCodes
 
 WRONG_CODES = (CodeMalformed, CodeInvalid, CodeExpired, CodeAlreadyRedeemed)
 LOCKOUT_WINDOW_SECONDS = 900

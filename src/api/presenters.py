@@ -1,0 +1,127 @@
+"""What the distribution, recharge and ledger routes answer: domain objects and view rows
+shaped into the bodies of API.md (the member cards' are in card_presenters.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from api.schemas import (
+    Balance,
+    ChannelCreated,
+    MoneyOut,
+    RechargeOut,
+    StockList,
+    StockPosition,
+    StockPurchaseOut,
+)
+from ledger.distribution.channel import Channel
+from ledger.distribution.codes import CodeBatch
+from ledger.distribution.movements import StockPurchase
+from ledger.recharges.saga import Recharge
+
+View = dict[str, Any]
+STOCK_COLUMNS = {"stock": "on_hand", "held": "held", "consumed": "consumed"}
+
+
+def balance(posted: int, pending: int, currency: str) -> Balance:
+    return Balance(
+        posted=MoneyOut(amount=posted, currency=currency),
+        pending=MoneyOut(amount=pending, currency=currency),
+        available=MoneyOut(amount=posted - pending, currency=currency),
+    )
+
+
+def channel_created(channel: Channel, key_secret: str) -> View:
+    return ChannelCreated(
+        id=str(channel.id), key_id=channel.key_id, key_secret=key_secret
+    ).model_dump()
+
+
+def channel_view(channel: Channel) -> View:
+    return {
+        "id": str(channel.id),
+        "name": channel.name,
+        "parent_id": str(channel.parent_id) if channel.parent_id else None,
+        "suspended": channel.suspended,
+        "prices": [
+            {"product_id": product_id, "price": price.as_dict()}
+            for product_id, price in sorted(channel.prices.items())
+        ],
+    }
+
+
+def stock_purchased(purchase: StockPurchase, buyer: Channel, product_id: UUID) -> View:
+    on_hand = buyer.stock_of(product_id)
+    return StockPurchaseOut(
+        id=str(purchase.id),
+        product_id=str(product_id),
+        quantity=purchase.quantity,
+        unit_price=MoneyOut.of(purchase.unit_price),
+        total=MoneyOut.of(purchase.total),
+        stock=StockPosition(product_id=str(product_id), on_hand=on_hand, held=0, consumed=0),
+    ).model_dump()
+
+
+def stock_positions(balances: dict[tuple[str, str], tuple[int, int]]) -> StockList:
+    """A channel's balances (`channel:<id>:<purpose>[:<product>]`) as stock per product."""
+    positions: dict[str, dict[str, int]] = {}
+    for (account, _asset), (posted, _pending) in balances.items():
+        _, _, purpose, *rest = account.split(":")
+        if purpose in STOCK_COLUMNS and rest:
+            row = positions.setdefault(rest[0], dict.fromkeys(STOCK_COLUMNS.values(), 0))
+            row[STOCK_COLUMNS[purpose]] = posted
+    return StockList(items=[StockPosition(product_id=p, **c) for p, c in sorted(positions.items())])
+
+
+def code_batch_issued(batch: CodeBatch, codes: list[str]) -> View:
+    return {
+        "id": str(batch.id),
+        "product_id": str(batch.product_id),
+        "quantity": len(codes),
+        "expires_at": batch.expires_at.isoformat() if batch.expires_at else None,
+        "inactive": batch.inactive,
+        "codes": codes,
+    }
+
+
+def recharge_out(recharge: Recharge) -> RechargeOut:
+    membership = None
+    if recharge.membership:
+        membership = {
+            k: v.isoformat() if isinstance(v, datetime) else v
+            for k, v in recharge.membership.items()
+        }
+    return RechargeOut(
+        id=str(recharge.id),
+        status=recharge.status,
+        product_id=str(recharge.product_id),
+        account=recharge.account,
+        channel_id=str(recharge.channel_id),
+        failure=recharge.failure or recharge.review_reason,
+        membership=membership,
+        requested_at=recharge.requested_at.isoformat(),
+    )
+
+
+def journal_page(rows: list[dict[str, Any]], limit: int) -> View:
+    """Entries of the journal view, `limit` of them; one more row means there is a next page."""
+    items = [journal_entry(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = f"{items[-1]['application']}:{items[-1]['position']}"
+    return {"items": items, "next_cursor": next_cursor}
+
+
+def journal_entry(row: dict[str, Any]) -> View:
+    return {
+        "application": row["application"],
+        "position": row["notification_id"],
+        "event_id": f"{row['originator_id']}:{row['originator_version']}",
+        "topic": row["topic"],
+        "recorded_at": row["recorded_at"].isoformat(),
+        "postings": [{"account": a, "asset": k, "amount": n} for a, k, n in row["postings"]],
+        "holds": [{"account": a, "asset": k, "amount": n} for a, k, n in row["holds"]],
+        "chain_hash": row["chain_hash"],
+    }
