@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from adapters.signing import key_secret, sign_request
 from adapters.tokens import new_token as new_token
 from adapters.tokens import token_hash
-from api.container import get_services
+from api.container import services_of
 from api.problems import Problem
 from ledger.errors import NotFound
 
@@ -130,7 +130,7 @@ class Authenticator:
 
 async def authenticate(request: Request) -> Principal:
     """FastAPI dependency: the caller, from a bearer token or a signed request."""
-    authenticator = get_services(request).authenticator
+    authenticator = services_of(request).authenticator
     authorization = request.headers.get("Authorization", "")
     if authorization.startswith("Bearer "):
         return await run_in_threadpool(authenticator.bearer, authorization[7:].strip())

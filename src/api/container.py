@@ -39,7 +39,13 @@ class Services:
         self.pool.close()
 
 
-def get_services(request: Request) -> Services:
-    """FastAPI dependency: the container the lifespan built."""
+def services_of(request: Request) -> Services:
+    """The container the lifespan built."""
     built: Services = request.app.state.services
     return built
+
+
+async def get_services(request: Request) -> Services:
+    """FastAPI dependency for routes (async: FastAPI would otherwise run it in the thread
+    pool, one more trip through the event loop for every request)."""
+    return services_of(request)

@@ -22,7 +22,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import Principal, authenticate, authenticate_or_page
-from api.container import get_services
+from api.container import services_of
 from api.problems import PROBLEM_JSON, STATUS_BY_CODE, Problem, domain_problem, is_transient
 from ledger.errors import DomainError
 
@@ -132,7 +132,7 @@ class IdempotentCall:
             )
 
     def _seal(self) -> Seal:
-        master: bytes = get_services(self.request).settings.secret_bytes
+        master: bytes = services_of(self.request).settings.secret_bytes
         return Seal(master, f"{self.principal.scope}\n{self.key}".encode())
 
     def _abandon(self) -> None:
@@ -170,4 +170,4 @@ async def idempotent_call(request: Request, principal: Principal) -> IdempotentC
         )
     body = await request.body()
     digest = hashlib.sha256(f"{request.method}\n{request.url.path}\n".encode() + body).digest()
-    return IdempotentCall(get_services(request).pool, request, principal, key, digest)
+    return IdempotentCall(services_of(request).pool, request, principal, key, digest)
