@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.settings import Settings
-from api import problems
+from api import openapi, problems
 from api.metrics import RequestMetrics
 from api.problems import problem_response
 from api.routes import ROUTERS
@@ -84,10 +84,14 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         version="1.0",
         description="Event-sourced, double-entry ledger for selling third-party membership cards.",
         lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    openapi.install(app, ROUTERS)
     app.add_middleware(BodyLimit, max_bytes=settings.ledger_max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app
