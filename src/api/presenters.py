@@ -125,3 +125,35 @@ def journal_entry(row: dict[str, Any]) -> View:
         "holds": [{"account": a, "asset": k, "amount": n} for a, k, n in row["holds"]],
         "chain_hash": row["chain_hash"],
     }
+
+
+def row_out(row: dict[str, Any]) -> View:
+    """A view row as JSON: ids and text as strings, times in ISO 8601, integers as they are."""
+    out: View = {}
+    for key, value in row.items():
+        if value is None or isinstance(value, bool | int):
+            out[key] = value
+        elif isinstance(value, datetime):
+            out[key] = value.isoformat()
+        else:
+            out[key] = str(value)
+    return out
+
+
+def page_of(items: list[View], limit: int, key: str = "id") -> View:
+    """`limit` items; one more row fetched means there is a next page after the last one."""
+    shown = items[:limit]
+    next_cursor = str(shown[-1][key]) if len(items) > limit else None
+    return {"items": shown, "next_cursor": next_cursor}
+
+
+def recharges_page(rows: list[dict[str, Any]], limit: int) -> View:
+    return page_of([row_out(row) for row in rows], limit)
+
+
+def batch_row(row: dict[str, Any]) -> View:
+    """A code batch of the directory with its codes counted by state."""
+    states = ("issued", "reserved", "redeemed", "voided", "expired")
+    shown = row_out({k: v for k, v in row.items() if k not in states})
+    shown["codes"] = {state: int(row[state]) for state in states}
+    return shown

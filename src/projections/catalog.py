@@ -11,6 +11,7 @@ from ledger.recharges.application import Recharges
 from projections.balances import BalancesView
 from projections.base import View, projection_for
 from projections.codes import CodesView
+from projections.directory import DirectoryView
 from projections.journal import JournalView
 from projections.recharges import RechargesView
 from projections.runner import Feed, ProcessFeed, ViewFeed
@@ -64,6 +65,7 @@ VIEWS = [
     ViewSpec(JournalView, (Distribution, Cards)),
     ViewSpec(RechargesView, (Recharges,)),
     ViewSpec(CodesView, (Distribution,)),
+    ViewSpec(DirectoryView, (Distribution, Cards)),
 ]
 PROCESSES: list[Feed] = [ProcessFeed(Distribution, Recharges)]
 """Event-sourced processes that follow another application's log (saga starters)."""

@@ -77,17 +77,35 @@ class RechargesReader:
     def of_channel(
         self, channel_id: Any, status: str | None, after: Any, limit: int
     ) -> list[dict[str, Any]]:
-        clauses, params = ["channel_id = %s"], [channel_id]
+        return self.listing([channel_id], status, None, after, limit)
+
+    def listing(
+        self,
+        channel_ids: list[Any] | None,
+        status: str | None,
+        account: str | None,
+        after: Any,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Newest first; `channel_ids` None means every channel (the operator's queue)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if channel_ids is not None:
+            clauses.append("channel_id = ANY(%s)")
+            params.append(list(channel_ids))
         if status:
             clauses.append("status = %s")
             params.append(status)
+        if account:
+            clauses.append("account = %s")
+            params.append(account)
         if after:
             clauses.append("(requested_at, id) < (SELECT requested_at, id FROM {t} WHERE id = %s)")
             params.append(after)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         query = SQL(
             "SELECT id, status, product_id, account, channel_id, failure, requested_at "
-            "FROM {t} WHERE " + " AND ".join(clauses) + " ORDER BY requested_at DESC, id DESC "
-            "LIMIT %s"
+            "FROM {t} " + where + " ORDER BY requested_at DESC, id DESC LIMIT %s"
         ).format(t=self.table)
         with self.pool.connection() as conn:
             cursor = conn.execute(query, (*params, limit))

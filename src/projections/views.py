@@ -11,6 +11,7 @@ from ledger.recharges.application import Recharges
 from projections.balances import BalancesReader
 from projections.catalog import view
 from projections.codes import CodesReader
+from projections.directory import DirectoryReader
 from projections.journal import JournalReader
 from projections.positions import wait_until_caught_up
 from projections.recharges import RechargesReader
@@ -26,6 +27,7 @@ class Views:
         self.recharges = RechargesReader(pool)
         self.codes = CodesReader(pool)
         self.journal = JournalReader(pool)
+        self.directory = DirectoryReader(pool)
 
     def catch_up(self, name: str = "balances", timeout: float = 3.0) -> bool:
         """Read-your-writes: wait (bounded) until the view includes every logged event."""

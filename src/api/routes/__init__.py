@@ -1,12 +1,14 @@
 """HTTP routers: each translates requests into commands and queries, nothing more."""
 
 from api.routes import (
+    audit,
     cards,
     codes,
     consumptions,
     distribution,
     intimate_cards,
     ledger,
+    lists,
     members,
     merchants,
     operations,
@@ -30,6 +32,8 @@ ROUTERS = [
         consumptions,
         wallets,
         ledger,
+        lists,
+        audit,
         operations,
         page,
     )

@@ -44,6 +44,17 @@ def parse_id(value: str, what: str) -> UUID:
         raise NotFound(f"{what} {value!r} not found") from None
 
 
+def parse_cursor(after: str | None) -> UUID | None:
+    """A page's cursor is the last id of the page before; anything else is bad input."""
+    if after is None:
+        return None
+    try:
+        return UUID(after)
+    except ValueError:
+        detail = "after is not a cursor of this list"
+        raise Problem("validation_failed", detail, status=422) from None
+
+
 def visible_channel(distribution: Distribution, principal: Principal, channel_id: str) -> Channel:
     """A channel sees its own subtree only; anything else does not exist for it."""
     channel = distribution.channel(parse_id(channel_id, "channel"))

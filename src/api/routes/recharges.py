@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent, idempotent_page
-from api.presenters import recharge_out
+from api.presenters import recharge_out, recharges_page
 from api.problems import Problem
-from api.routes.distribution import parse_id, visible_channel
+from api.routes.distribution import parse_cursor, parse_id, visible_channel
 from api.schemas import RechargeIn, RechargeOut, ResolutionIn, VerificationIn
 from ledger.distribution.channel import Channel
 from ledger.errors import NotFound
@@ -96,20 +96,23 @@ def list_recharges(
     limit: int = Query(50, ge=1, le=100),
     after: str | None = Query(None, max_length=64),
     channel_id: str | None = Query(None, max_length=64),
+    account: str | None = Query(None, min_length=1, max_length=64),
     principal: Principal = Depends(authenticate),
     services: Services = Depends(get_services),
 ) -> Any:
+    """The operator sees every channel's (its review queue is `?status=review`); a channel
+    sees its subtree's."""
     require(principal, "channel", "operator")
-    if principal.role == "channel":
-        channel_id = channel_id or str(principal.channel_id)
-    elif not channel_id:
-        raise Problem("validation_failed", "channel_id is needed", status=422)
-    channel = visible_channel(services.distribution, principal, channel_id)
+    channel_ids: list[UUID] | None = None
+    if channel_id:
+        channel_ids = [visible_channel(services.distribution, principal, channel_id).id]
+    elif principal.role == "channel":
+        assert principal.channel_id is not None
+        channel_ids = services.views.directory.subtree(principal.channel_id)
+    cursor = parse_cursor(after)
     services.views.recharges_caught_up()
-    cursor = parse_id(after, "cursor") if after else None
-    rows = services.views.recharges.of_channel(channel.id, status, cursor, limit + 1)
-    items = [{k: str(v) if v is not None else None for k, v in row.items()} for row in rows[:limit]]
-    return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > limit else None}
+    rows = services.views.recharges.listing(channel_ids, status, account, cursor, limit + 1)
+    return recharges_page(rows, limit)
 
 
 @router.post("/recharges/{recharge_id}/resolution")
