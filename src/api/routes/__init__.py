@@ -1,7 +1,6 @@
 """HTTP routers: each translates requests into commands and queries, nothing more."""
 
 from api.routes import (
-    audit,
     cards,
     codes,
     consumptions,
@@ -33,7 +32,6 @@ ROUTERS = [
         wallets,
         ledger,
         lists,
-        audit,
         operations,
         page,
     )
