@@ -61,6 +61,9 @@ class Settings(BaseSettings):
         default=30, description="Recharges (and SMS sends) per client address."
     )
     ledger_rate_channel_per_minute: int = Field(default=1200, description="Recharges per channel.")
+    ledger_audit_retention_days: int = Field(
+        default=90, ge=2, description="Days the audit log keeps a line; the sweeper prunes older."
+    )
     ledger_lockout_wrong_codes: int = Field(
         default=10, description="Wrong codes from one address in 15 minutes before a lock-out."
     )

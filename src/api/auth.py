@@ -16,8 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from adapters.signing import key_secret, sign_request
 from adapters.tokens import new_token as new_token
 from adapters.tokens import token_hash
+from api.audit import record_use
 from api.container import services_of
-from api.problems import Problem
+from api.problems import Problem, request_id
 from ledger.errors import NotFound
 
 Role = Literal["operator", "finance", "channel", "merchant", "member", "web"]
@@ -129,7 +130,15 @@ class Authenticator:
 
 
 async def authenticate(request: Request) -> Principal:
-    """FastAPI dependency: the caller, from a bearer token or a signed request."""
+    """FastAPI dependency: the caller, kept for the audit log, which also records each use
+    of an operator's or finance's token."""
+    principal = await identify(request)
+    await record_use(request, principal, request_id(request))
+    return principal
+
+
+async def identify(request: Request) -> Principal:
+    """The caller, from a bearer token or a signed request."""
     authenticator = services_of(request).authenticator
     authorization = request.headers.get("Authorization", "")
     if authorization.startswith("Bearer "):
@@ -146,7 +155,9 @@ async def authenticate_or_page(request: Request) -> Principal:
     if "Authorization" in request.headers or "X-Key-Id" in request.headers:
         return await authenticate(request)
     address = request.client.host if request.client else "unknown"
-    return Principal(role="web", id=address)
+    page = Principal(role="web", id=address)
+    request.state.principal = page
+    return page
 
 
 def require(principal: Principal, *roles: Role) -> None:

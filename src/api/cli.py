@@ -443,6 +443,40 @@ def create_token(role: Annotated[Role, typer.Option(help="operator or finance")]
     print(token)
 
 
+audit_cli = typer.Typer(help="The audit log: refusals and operators' token use.")
+cli.add_typer(audit_cli, name="audit")
+
+
+@audit_cli.command("export")
+def audit_export(
+    start: Annotated[str | None, typer.Option("--from", help="ISO date or time, inclusive")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ISO date or time, exclusive")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only lines of this kind")] = None,
+) -> None:
+    """Write the audit log's lines (oldest first, accounts masked) as CSV to stdout."""
+    from datetime import UTC, datetime
+
+    from adapters.audit_log import KINDS, AuditFilter, AuditLog
+    from adapters.database import open_pool
+
+    def moment(text: str | None, option: str) -> datetime | None:
+        try:
+            parsed = datetime.fromisoformat(text) if text else None
+        except ValueError:
+            message = f"{text!r} is not an ISO date or time"
+            raise typer.BadParameter(message, param_hint=option) from None
+        return parsed.replace(tzinfo=parsed.tzinfo or UTC) if parsed else None
+
+    if kind is not None and kind not in KINDS:
+        raise typer.BadParameter(f"one of {', '.join(KINDS)}", param_hint="--kind")
+    where = AuditFilter(kind=kind, since=moment(start, "--from"), until=moment(end, "--to"))
+    pool = open_pool(database_url(Settings()), size=2)
+    try:
+        AuditLog(pool).export_csv(sys.stdout, where)
+    finally:
+        pool.close()
+
+
 @cli.command()
 def demo() -> None:
     """Load demo data (platforms, products, a channel tree with funds and stock)."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 if TYPE_CHECKING:
+    from adapters.audit_log import AuditLog
     from adapters.settings import Settings
     from adapters.sms import SandboxSms
     from api.auth import Authenticator
@@ -33,6 +34,7 @@ class Services:
     authenticator: Authenticator
     placement: RechargePlacement
     sandbox_sms: SandboxSms | None
+    audit_log: AuditLog
 
     def close(self) -> None:
         self.cards.close()

@@ -15,8 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.audit import refusal_recorded
 from ledger.commands import ConflictPersisted
-from ledger.errors import DomainError, RateLimited, Unavailable
+from ledger.errors import DomainError, LockedOut, RateLimited, Unavailable
 
 log = logging.getLogger("api")
 
@@ -80,8 +81,15 @@ class Problem(Exception):
 
 
 def problem_response(
-    request: Request, code: str, detail: str, status: int | None = None, **extra: Any
+    request: Request,
+    code: str,
+    detail: str,
+    status: int | None = None,
+    *,
+    audit_kind: str | None = None,
+    **extra: Any,
 ) -> JSONResponse:
+    """Every refusal passes here, so here it is written to the audit log."""
     status = status or STATUS_BY_CODE.get(code, 400)
     body = {
         "type": f"/problems/{code}",
@@ -93,12 +101,16 @@ def problem_response(
         **extra,
     }
     headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    audited = refusal_recorded(request, body["request_id"], code, detail, audit_kind, **extra)
+    return JSONResponse(
+        body, status_code=status, media_type=PROBLEM_JSON, headers=headers, background=audited
+    )
 
 
 def domain_problem(request: Request, refusal: DomainError) -> JSONResponse:
     extra = {"retry_after": refusal.wait_seconds} if isinstance(refusal, RateLimited) else {}
-    return problem_response(request, refusal.code, refusal.detail, **extra)
+    kind = "lockout" if isinstance(refusal, LockedOut) else None
+    return problem_response(request, refusal.code, refusal.detail, audit_kind=kind, **extra)
 
 
 def is_transient(refusal: DomainError) -> bool:

@@ -167,3 +167,7 @@ class RateLimited(DomainError):
     def __init__(self, detail: str, wait_seconds: int) -> None:
         super().__init__(detail)
         self.wait_seconds = wait_seconds
+
+
+class LockedOut(RateLimited):
+    """Too many wrong codes from one address: it is locked out until the window moves on."""

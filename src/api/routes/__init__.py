@@ -1,6 +1,7 @@
 """HTTP routers: each translates requests into commands and queries, nothing more."""
 
 from api.routes import (
+    audit,
     cards,
     codes,
     consumptions,
@@ -32,6 +33,7 @@ ROUTERS = [
         wallets,
         ledger,
         lists,
+        audit,
         operations,
         page,
     )

@@ -63,7 +63,12 @@ def start_background(
             SupervisedRunner(feed, database_url, env, background.session, background.shared)
             for feed in feeds
         ]
-        background.sweeper = Sweeper(jobs.steps, runtime.distribution, background.pool)
+        background.sweeper = Sweeper(
+            jobs.steps,
+            runtime.distribution,
+            background.pool,
+            audit_retention_days=settings.ledger_audit_retention_days,
+        )
         for thread in [*background.runners, background.sweeper]:
             thread.start()
     if with_worker:

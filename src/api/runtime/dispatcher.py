@@ -12,6 +12,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 
+from adapters.audit_log import AuditLog
 from adapters.rate_limits import RateLimiter
 from ledger.clock import utc_now
 from ledger.distribution.application import Distribution
@@ -64,6 +65,7 @@ class Sweeper(threading.Thread):
         pool: Any,
         every: float = 5.0,
         grace: float = 30.0,
+        audit_retention_days: int = 90,
     ) -> None:
         super().__init__(name="sweeper", daemon=True)
         self.steps = steps
@@ -73,6 +75,8 @@ class Sweeper(threading.Thread):
         self.every = every
         self.grace = grace
         self.limiter = RateLimiter(pool)
+        self.audit_log = AuditLog(pool)
+        self.audit_retention_days = audit_retention_days
         self.sweeps = 0
         self.stopping = threading.Event()
 
@@ -86,6 +90,7 @@ class Sweeper(threading.Thread):
                 self.sweep()
                 if self.sweeps % 720 == 1:
                     self.limiter.prune()
+                    self.audit_log.prune(self.audit_retention_days)
             except Exception:
                 log.exception("sweep failed; trying again in %s s", self.every)
 

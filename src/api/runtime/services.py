@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapters.audit_log import AuditLog
 from adapters.database import application_env, open_pool
 from adapters.payments import gateways
 from adapters.rate_limits import RateLimiter
@@ -67,4 +68,5 @@ def build_services(settings: Settings, database_url: str, runtime: Any) -> Servi
             ),
         ),
         sandbox_sms=sandbox_sms,
+        audit_log=AuditLog(pool),
     )

@@ -17,6 +17,7 @@ from ledger.errors import (
     CodeExpired,
     CodeInvalid,
     CodeMalformed,
+    LockedOut,
     RateLimited,
 )
 from ledger.recharges.ports import Limit, RateCounters, VerificationCodes
@@ -105,6 +106,6 @@ class RechargePlacement:
         lockout = self.limits.lockout
         hits, wait = self.counters.count(f"wrong-codes:{address}", lockout)
         if hits >= lockout.hits:
-            raise RateLimited(
+            raise LockedOut(
                 f"too many wrong codes from this address; try again in {wait} s", wait
             )
