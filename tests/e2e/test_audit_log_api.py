@@ -29,11 +29,25 @@ from tests.e2e.conftest import (
 pytestmark = pytest.mark.e2e
 
 LOCKOUT = 2
+RETENTION_DAYS = 30
 
 
 @pytest.fixture(scope="module")
-def server(database_url: str) -> Iterator[Server]:
+def aged_lines(database_url: str) -> None:
+    """Lines written before the server starts: one past the retention, one within it."""
+    with psycopg.connect(database_url) as conn:
+        for request_id, days in (("aged-past-retention", 31), ("aged-within-retention", 29)):
+            conn.execute(
+                "INSERT INTO audit_log (at, kind, code, request_id) "
+                "VALUES (now() - make_interval(days => %s), 'refusal', 'not_found', %s)",
+                (days, request_id),
+            )
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, aged_lines: None) -> Iterator[Server]:
     env = {
+        "LEDGER_AUDIT_RETENTION_DAYS": str(RETENTION_DAYS),
         "LEDGER_SANDBOX": "true",
         "LEDGER_SANDBOX_PLATFORM_PORT": str(free_port()),
         "LEDGER_LOCKOUT_WRONG_CODES": str(LOCKOUT),
@@ -310,3 +324,22 @@ def test_ledger_audit_export_refuses_an_unknown_kind(database_url: str) -> None:
     )
     assert refused.returncode == 2
     assert b"--kind" in refused.stderr
+
+
+def test_the_sweeper_prunes_lines_past_the_configured_retention(
+    server: Server, database_url: str
+) -> None:
+    deadline = time.monotonic() + 30
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while True:
+            aged = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT request_id FROM audit_log WHERE request_id LIKE 'aged-%'"
+                ).fetchall()
+            }
+            if aged != {"aged-past-retention", "aged-within-retention"}:
+                break
+            assert time.monotonic() < deadline, "the sweeper pruned nothing"
+            time.sleep(0.5)
+    assert aged == {"aged-within-retention"}
