@@ -30,6 +30,7 @@ KINDS = (
 MAX_PAGE = 100
 EXPORT_BATCH = 1000
 MAX_DETAIL = 500
+MAX_FIELD = 300
 
 
 def mask_account(account: str) -> str:
@@ -39,6 +40,12 @@ def mask_account(account: str) -> str:
     if len(account) >= 3:
         return f"{account[0]}{'*' * (len(account) - 2)}{account[-1]}"
     return "*" * len(account)
+
+
+def clean(value: str | None, limit: int = MAX_FIELD) -> str | None:
+    """Request-borne text is cut to a bound and freed of NUL, which PostgreSQL's text refuses
+    (a refusal must never fail to be written because of what it refused)."""
+    return value.replace("\x00", "")[:limit] if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -125,15 +132,15 @@ class AuditLog:
                 (
                     at,
                     line.kind,
-                    line.code,
-                    line.principal,
+                    clean(line.code),
+                    clean(line.principal),
                     line.channel_id,
-                    mask_account(line.account) if line.account else None,
-                    line.address,
-                    line.request_id,
-                    line.method,
-                    line.path,
-                    line.detail[:MAX_DETAIL],
+                    clean(mask_account(line.account) if line.account else None),
+                    clean(line.address),
+                    clean(line.request_id),
+                    clean(line.method),
+                    clean(line.path),
+                    clean(line.detail, MAX_DETAIL) or "",
                 ),
             )
 

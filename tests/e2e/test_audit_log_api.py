@@ -264,6 +264,8 @@ def test_only_an_operator_reads_the_log(api: Api, run: dict[str, Any]) -> None:
         "limit=0",
         "limit=101",
         "after=abc",
+        "code=bad%00code",
+        "code=" + "a" * 65,
     ],
 )
 def test_a_bad_filter_is_a_422_problem(api: Api, query: str) -> None:
@@ -343,3 +345,12 @@ def test_the_sweeper_prunes_lines_past_the_configured_retention(
             assert time.monotonic() < deadline, "the sweeper pruned nothing"
             time.sleep(0.5)
     assert aged == {"aged-within-retention"}
+
+
+def test_a_path_with_a_nul_is_answered_and_its_token_use_recorded(api: Api) -> None:
+    request_id = uuid.uuid4().hex
+    reply = api.operator.get("/v1/channels/%00", headers={"X-Request-Id": request_id})
+    assert reply.status_code == 404, reply.text
+
+    line = line_of(audit_lines(api.operator, "&kind=token_use"), request_id)
+    assert line["path"] == "/v1/channels/"

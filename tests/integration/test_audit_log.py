@@ -150,3 +150,15 @@ def test_export_writes_a_header_and_the_matching_lines_oldest_first(audit_log: A
     assert [row["request_id"] for row in rows] == ["first", "third"]
     assert {row["account"] for row in rows} == {"138****8000"}
     assert "13812348000" not in out.getvalue()
+
+
+def test_request_borne_text_is_bounded_and_freed_of_nul(audit_log: AuditLog) -> None:
+    audit_log.write(
+        refusal(path="/v1/channels/\x00", request_id="r" * 5000, account="138\x0012348000")
+    )
+
+    (entry,), _ = audit_log.page(AuditFilter())
+
+    assert entry.path == "/v1/channels/"
+    assert entry.request_id == "r" * 300
+    assert entry.account is not None and "\x00" not in entry.account

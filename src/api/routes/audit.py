@@ -22,7 +22,7 @@ def audit_log(
     services: Services = Depends(get_services),
     kind: str | None = None,
     channel_id: str | None = None,
-    code: Annotated[str | None, Query(max_length=64)] = None,
+    code: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,64}$")] = None,
     since: Annotated[datetime | None, Query(alias="from")] = None,
     until: Annotated[datetime | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
