@@ -205,26 +205,6 @@ class Channel:
     key_secret: str
 
 
-USED_SIGNATURES: set[str] = set()
-SIGNATURES_LOCK = threading.Lock()
-
-
-def stamp_and_sign(secret: str, method: str, path: str, body: bytes) -> tuple[str, str]:
-    """The server accepts a signature once: an identical request in the same second is
-    stamped a second or a few away, as a client re-signing would."""
-    from api.auth import sign
-
-    now = int(time.time())
-    with SIGNATURES_LOCK:
-        for offset in range(240):
-            for stamp in {now - offset, now + offset}:
-                signature = sign(secret, method, path, str(stamp), body)
-                if signature not in USED_SIGNATURES:
-                    USED_SIGNATURES.add(signature)
-                    return str(stamp), signature
-    raise RuntimeError("no fresh signature within the window")
-
-
 class Client:
     """One HTTP connection; signs as a channel or carries the operator's token."""
 
@@ -250,11 +230,17 @@ class Client:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         elif self.channel:
-            stamp, signature = stamp_and_sign(self.channel.key_secret, method, path, content)
+            from adapters.signing import new_nonce, sign_request
+
+            stamp, nonce = str(int(time.time())), new_nonce()
+            idempotency_key = headers.get("Idempotency-Key", "")
             headers |= {
                 "X-Key-Id": self.channel.key_id,
                 "X-Timestamp": stamp,
-                "X-Signature": signature,
+                "X-Nonce": nonce,
+                "X-Signature": sign_request(
+                    self.channel.key_secret, method, path, stamp, nonce, idempotency_key, content
+                ),
             }
         return self.http.request(method, path, content=content, headers=headers)
 

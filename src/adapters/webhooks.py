@@ -1,6 +1,7 @@
 """Webhooks: each final state of a recharge is POSTed to the channel's URL, signed like a
-request (X-Timestamp, X-Signature over method, path, timestamp and body digest), with an
-event id the receiver de-duplicates on. Delivery is retried with backoff until a 2xx."""
+request (signing v2: X-Timestamp, X-Nonce, X-Signature over method, the URL's path?query,
+timestamp, nonce, an empty idempotency key and the body digest), with an event id the receiver
+de-duplicates on. Delivery is retried with backoff until a 2xx, each try with a fresh nonce."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from uuid import UUID
 
 import httpx
 
-from adapters.signing import sign_request, webhook_secret
+from adapters.signing import new_nonce, sign_request, webhook_secret
 
 
 class WebhookRefused(RuntimeError):
@@ -26,11 +27,13 @@ def signed_delivery(url: str, secret: str, event: dict[str, Any]) -> tuple[bytes
     if parts.query:
         path += f"?{parts.query}"
     timestamp = str(int(time.time()))
+    nonce = new_nonce()
     headers = {
         "Content-Type": "application/json",
         "X-Event-Id": str(event["event_id"]),
         "X-Timestamp": timestamp,
-        "X-Signature": sign_request(secret, "POST", path, timestamp, body),
+        "X-Nonce": nonce,
+        "X-Signature": sign_request(secret, "POST", path, timestamp, nonce, "", body),
     }
     return body, headers
 

@@ -13,7 +13,7 @@ from uuid import UUID
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from adapters.signing import key_secret, sign_request
+from adapters.signing import key_secret, sign_request, valid_nonce
 from adapters.tokens import new_token as new_token
 from adapters.tokens import token_hash
 from api.audit import record_use
@@ -91,10 +91,15 @@ class Authenticator:
     def signed(self, request: Request, body: bytes) -> Principal:
         key_id = request.headers.get("X-Key-Id", "")
         timestamp = request.headers.get("X-Timestamp", "")
+        nonce = request.headers.get("X-Nonce", "")
         signature = request.headers.get("X-Signature", "").lower()
         party = party_of_key(key_id)
         if party is None or not timestamp.isdigit() or len(signature) != 64:
-            raise Problem("signature_invalid", "X-Key-Id, X-Timestamp and X-Signature are needed")
+            raise Problem(
+                "signature_invalid", "X-Key-Id, X-Timestamp, X-Nonce and X-Signature are needed"
+            )
+        if not valid_nonce(nonce):
+            raise Problem("signature_invalid", "X-Nonce must be 16-64 characters of A-Za-z0-9_-")
         if abs(time.time() - int(timestamp)) > self.window:
             raise Problem("signature_invalid", f"the timestamp is outside ±{self.window} s")
         prefix, party_id = party
@@ -107,26 +112,29 @@ class Authenticator:
             raise Problem("signature_invalid", "unknown key")
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         secret = key_secret(self.master_secret, key_id)
-        expected = sign(secret, request.method, path, timestamp, body)
+        idempotency_key = request.headers.get("Idempotency-Key", "")
+        expected = sign(secret, request.method, path, timestamp, nonce, idempotency_key, body)
         if not hmac.compare_digest(expected, signature):
             raise Problem("signature_invalid", "the signature does not match the request")
-        self._refuse_reuse(signature)
+        self._refuse_reuse(key_id, nonce)
         return Principal(role=role, id=str(party_id), subject=party_id)
 
-    def _refuse_reuse(self, signature: str) -> None:
+    def _refuse_reuse(self, key_id: str, nonce: str) -> None:
+        """A (key, nonce) pair is accepted once; pairs older than twice the window, whose
+        timestamps the window refuses anyway, are pruned now and then."""
         with self.pool.connection() as conn:
             inserted = conn.execute(
-                "INSERT INTO used_signatures (signature) VALUES (%s) "
+                "INSERT INTO used_nonces (key_id, nonce) VALUES (%s, %s) "
                 "ON CONFLICT DO NOTHING RETURNING 1",
-                (signature,),
+                (key_id, nonce),
             ).fetchone()
             if secrets.randbelow(100) == 0:
                 conn.execute(
-                    "DELETE FROM used_signatures WHERE seen_at < now() - make_interval(secs => %s)",
+                    "DELETE FROM used_nonces WHERE seen_at < now() - make_interval(secs => %s)",
                     (2 * self.window,),
                 )
         if inserted is None:
-            raise Problem("signature_invalid", "this signature was already used")
+            raise Problem("signature_invalid", "this nonce was already used with this key")
 
 
 async def authenticate(request: Request) -> Principal:

@@ -488,6 +488,7 @@ def demo() -> None:
 
 @cli.command()
 def call(
+    ctx: typer.Context,
     method: Annotated[str, typer.Argument(help="GET, POST, PUT or DELETE")],
     path: Annotated[str, typer.Argument(help="e.g. /v1/channels/<id>/funds")],
     body: Annotated[str | None, typer.Option(help="JSON body")] = None,
@@ -497,29 +498,47 @@ def call(
     idempotency_key: Annotated[str | None, typer.Option(help="default: a new one")] = None,
     base_url: Annotated[str, typer.Option(envvar="LEDGER_URL")] = "http://127.0.0.1:8000",
 ) -> None:
-    """Send one request, signed with a channel key or carrying a bearer token; print the reply."""
+    """Send one request, signed with a key (signing v2: a fresh nonce, the Idempotency-Key
+    inside the signature) or carrying a bearer token; print the reply. What is given on the
+    command line wins over the environment: `--token` is used even when LEDGER_KEY_ID and
+    LEDGER_KEY_SECRET are set."""
     import json
     import time
     import uuid
 
     import httpx
 
-    from api.auth import sign
+    from adapters.signing import new_nonce, sign_request
 
+    def given(name: str) -> bool:
+        """On the command line, not from the environment (compared by name: typer carries
+        its own copy of click's ParameterSource)."""
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "COMMANDLINE"
+
+    if given("token") and (given("key_id") or given("secret")):
+        console.print("[red]give either --token or --key-id and --secret, not both[/red]")
+        raise typer.Exit(2)
+    use_key = bool(key_id and secret) and not given("token")
+    method = method.upper()
     content = body.encode() if body else b""
     headers = {"Content-Type": "application/json"}
-    if method.upper() == "POST":
+    if idempotency_key or method == "POST":
         headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
-    if key_id and secret:
-        timestamp = str(int(time.time()))
+    if use_key and key_id and secret:
+        timestamp, nonce = str(int(time.time())), new_nonce()
+        signature = sign_request(
+            secret, method, path, timestamp, nonce, headers.get("Idempotency-Key", ""), content
+        )
         headers |= {
             "X-Key-Id": key_id,
             "X-Timestamp": timestamp,
-            "X-Signature": sign(secret, method, path, timestamp, content),
+            "X-Nonce": nonce,
+            "X-Signature": signature,
         }
     elif token:
         headers["Authorization"] = f"Bearer {token}"
-    reply = httpx.request(method.upper(), base_url + path, content=content, headers=headers)
+    reply = httpx.request(method, base_url + path, content=content, headers=headers)
     console.print(f"{reply.status_code} {reply.reason_phrase}")
     try:
         print(json.dumps(reply.json(), indent=2, ensure_ascii=False))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_address
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     AwareDatetime,
     BaseModel,
@@ -148,11 +150,27 @@ class VerificationIn(Body):
     channel_id: ChannelRef | None = None
 
 
+def an_ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address, in its canonical form (so one address is one limit)."""
+    return str(ip_address(text))
+
+
+IpAddress = Annotated[str, StringConstraints(max_length=45), AfterValidator(an_ip_address)]
+
+
+class EndUserIn(Body):
+    """The end user a channel's server recharges for: `ip` is whom the per-address limits and
+    the lock-out apply to; `name` is kept with the recharge for display."""
+
+    ip: IpAddress | None = None
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
 class RechargeIn(Body):
     code: TypedCode
     account: Account
     verification_code: Annotated[str, StringConstraints(min_length=1, max_length=12)]
-    user: Annotated[str, StringConstraints(max_length=200)] | None = None
+    user: EndUserIn | None = None
     channel_id: ChannelRef | None = None
 
 

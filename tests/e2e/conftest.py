@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +27,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from api.auth import sign
+from adapters.signing import new_nonce, sign_request
 
 ADMIN_URL = os.environ.get("LEDGER_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 STARTUP_SECONDS = 30
@@ -187,41 +186,6 @@ def tokens(database_url: str) -> dict[str, str]:
 # the client
 
 
-class Signatures:
-    """Signatures this test run has sent, so that none is sent twice by accident.
-
-    The server accepts a signature once, and identical requests in the same second sign the
-    same; such a request is stamped a second or a few away instead, as a client re-signing
-    would, always well inside the server's window.
-    """
-
-    SPREAD = 240
-
-    def __init__(self) -> None:
-        self.used: set[str] = set()
-        self.lock = threading.Lock()
-
-    def stamp(self, secret: str, method: str, path: str, body: bytes) -> tuple[str, str]:
-        while True:
-            now = int(time.time())
-            with self.lock:
-                for offset in range(self.SPREAD):
-                    for timestamp in {now - offset, now + offset}:
-                        signature = sign(secret, method, path, str(timestamp), body)
-                        if signature not in self.used:
-                            self.used.add(signature)
-                            return str(timestamp), signature
-            time.sleep(1)
-
-    def claim(self, signature: str) -> None:
-        with self.lock:
-            assert signature not in self.used, "this test would reuse a signature by accident"
-            self.used.add(signature)
-
-
-SIGNATURES = Signatures()
-
-
 @dataclass
 class Caller:
     """Sends requests as one principal: a bearer token, a channel's key, or nobody."""
@@ -238,16 +202,26 @@ class Caller:
         return Caller(self.http, base_url, self.token, self.key_id, self.key_secret, self.id)
 
     def signed_headers(
-        self, method: str, path: str, body: bytes, timestamp: int | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        timestamp: int | None = None,
+        *,
+        nonce: str | None = None,
+        idempotency_key: str = "",
     ) -> dict[str, str]:
-        assert self.key_id and self.key_secret, "only a channel signs"
-        if timestamp is None:
-            stamp, signature = SIGNATURES.stamp(self.key_secret, method, path, body)
-        else:
-            stamp = str(timestamp)
-            signature = sign(self.key_secret, method, path, stamp, body)
-            SIGNATURES.claim(signature)
-        return {"X-Key-Id": self.key_id, "X-Timestamp": stamp, "X-Signature": signature}
+        """Signing v2: a fresh nonce unless one is given, the Idempotency-Key inside."""
+        assert self.key_id and self.key_secret, "only a channel or a merchant signs"
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        nonce = new_nonce() if nonce is None else nonce
+        signature = sign_request(self.key_secret, method, path, stamp, nonce, idempotency_key, body)
+        return {
+            "X-Key-Id": self.key_id,
+            "X-Timestamp": stamp,
+            "X-Nonce": nonce,
+            "X-Signature": signature,
+        }
 
     def request(
         self,
@@ -272,9 +246,12 @@ class Caller:
             all_headers["Idempotency-Key"] = str(idempotency_key)
         if self.token:
             all_headers["Authorization"] = f"Bearer {self.token}"
-        elif self.key_id:
-            all_headers |= self.signed_headers(method, path, body, timestamp)
         all_headers |= headers or {}
+        if not self.token and self.key_id:
+            idempotency = all_headers.get("Idempotency-Key", "")
+            all_headers |= self.signed_headers(
+                method, path, body, timestamp, idempotency_key=idempotency
+            )
         return self.send(method, path, body, all_headers)
 
     def send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -14,7 +17,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.e2e.conftest import Api, Caller, body_hash
+from adapters.signing import new_nonce
+from tests.e2e.conftest import Api, Caller, body_hash, ledger_command
 
 pytestmark = pytest.mark.e2e
 
@@ -260,19 +264,32 @@ def test_a_wrong_signature_is_refused(api: Api, world: World, events: Callable[[
 
     before = events()
     body = json.dumps({"product_id": world.product, "quantity": 1}).encode()
-    headers = top.signed_headers("POST", "/v1/stock-purchases", body)
+    key = uuid.uuid4().hex
+    headers = top.signed_headers("POST", "/v1/stock-purchases", body, idempotency_key=key)
     tampered = json.dumps({"product_id": world.product, "quantity": 2}).encode()
     reply = top.send(
         "POST",
         "/v1/stock-purchases",
         tampered,
-        headers | {"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"},
+        headers | {"Idempotency-Key": key, "Content-Type": "application/json"},
     )
     assert_problem(reply, 401, "signature_invalid")
 
     signed_without_query = top.signed_headers("GET", funds_path(top), b"")
     reply = top.send("GET", funds_path(top) + "?currency=USD", b"", signed_without_query)
     assert_problem(reply, 401, "signature_invalid")
+
+    # the v1 string (no nonce, no idempotency key), even with a nonce header beside it
+    stamp = str(int(time.time()))
+    v1 = "\n".join(["GET", funds_path(top), stamp, hashlib.sha256(b"").hexdigest()])
+    assert top.key_secret is not None and top.key_id is not None
+    v1_headers = {
+        "X-Key-Id": top.key_id,
+        "X-Timestamp": stamp,
+        "X-Nonce": new_nonce(),
+        "X-Signature": hmac.new(top.key_secret.encode(), v1.encode(), hashlib.sha256).hexdigest(),
+    }
+    assert_problem(top.send("GET", funds_path(top), b"", v1_headers), 401, "signature_invalid")
     assert events() == before
     assert top.get(funds_path(top) + "?currency=USD").status_code == 200
 
@@ -293,24 +310,141 @@ def test_a_timestamp_outside_the_window_is_refused(world: World, events: Callabl
     assert top.get(funds_path(top), timestamp=now + 200).status_code == 200
 
 
-def test_a_signature_is_accepted_once(api: Api, world: World, events: Callable[[], int]) -> None:
+def test_two_identical_requests_in_one_second_with_their_own_nonces_both_pass(
+    api: Api, world: World
+) -> None:
+    top = world.top
+    stamp = int(time.time())
+    first = top.signed_headers("GET", funds_path(top), b"", stamp)
+    second = top.signed_headers("GET", funds_path(top), b"", stamp)
+    assert first["X-Timestamp"] == second["X-Timestamp"]
+    assert first["X-Nonce"] != second["X-Nonce"]
+    assert top.send("GET", funds_path(top), b"", first).status_code == 200
+    assert top.send("GET", funds_path(top), b"", second).status_code == 200
+
+    # two identical purchases in one second, under their own keys: two purchases
+    shop = api.top_channel()
+    api.deposit(shop, 10_000)
+    body = json.dumps({"product_id": world.product, "quantity": 1}).encode()
+    for key in ("first", "second"):
+        headers = shop.signed_headers("POST", "/v1/stock-purchases", body, stamp,
+                                      idempotency_key=key)  # fmt: skip
+        headers |= {"Idempotency-Key": key, "Content-Type": "application/json"}
+        reply = shop.send("POST", "/v1/stock-purchases", body, headers)
+        assert reply.status_code == 201, reply.text
+    assert api.on_hand(shop, world.product) == 2
+
+
+def test_a_captured_request_replayed_is_refused(
+    api: Api, world: World, events: Callable[[], int]
+) -> None:
     top = api.top_channel()
     api.deposit(top, 10_000)
     body = json.dumps({"product_id": world.product, "quantity": 1}).encode()
-    headers = top.signed_headers("POST", "/v1/stock-purchases", body)
-    headers["Content-Type"] = "application/json"
+    headers = top.signed_headers("POST", "/v1/stock-purchases", body, idempotency_key="one")
+    headers |= {"Content-Type": "application/json", "Idempotency-Key": "one"}
 
-    first = top.send("POST", "/v1/stock-purchases", body, headers | {"Idempotency-Key": "one"})
+    first = top.send("POST", "/v1/stock-purchases", body, headers)
     assert first.status_code == 201, first.text
     before = events()
-    replay = top.send("POST", "/v1/stock-purchases", body, headers | {"Idempotency-Key": "two"})
-    assert_problem(replay, 401, "signature_invalid")
+    replay = assert_problem(top.send("POST", "/v1/stock-purchases", body, headers), 401,
+                            "signature_invalid")  # fmt: skip
+    assert "nonce" in replay["detail"]
+    # with a new Idempotency-Key the signature no longer matches
+    renamed = top.send("POST", "/v1/stock-purchases", body, headers | {"Idempotency-Key": "two"})
+    assert_problem(renamed, 401, "signature_invalid")
+    # nor with a new nonce the captured signature does not cover
+    renonced = headers | {"Idempotency-Key": "two", "X-Nonce": new_nonce()}
+    assert_problem(top.send("POST", "/v1/stock-purchases", body, renonced), 401,
+                   "signature_invalid")  # fmt: skip
     assert events() == before
     assert api.on_hand(top, world.product) == 1
 
     read = top.signed_headers("GET", funds_path(top), b"")
     assert top.send("GET", funds_path(top), b"", read).status_code == 200
     assert_problem(top.send("GET", funds_path(top), b"", read), 401, "signature_invalid")
+
+
+@pytest.mark.parametrize(
+    "nonce",
+    [None, "", "fifteen-chars-x", "x" * 65, "has space in the nonce", "slash/in/the/nonce/x",
+     "dots.are.not.allowed", "non-ascii-nönce-0123"],
+)  # fmt: skip
+def test_a_missing_or_malformed_nonce_is_refused(world: World, nonce: str | None) -> None:
+    top = world.top
+    headers = top.signed_headers("GET", funds_path(top), b"", nonce=nonce or "")
+    if nonce is None:
+        del headers["X-Nonce"]
+    reply = top.http.request(
+        "GET",
+        top.base_url + funds_path(top),
+        headers={k: v.encode() for k, v in headers.items()},
+    )
+    problem = assert_problem(reply, 401, "signature_invalid")
+    assert "nonce" in problem["detail"].lower()
+
+
+def test_nonces_of_16_and_64_characters_are_accepted(world: World) -> None:
+    top = world.top
+    for length in (16, 64):
+        nonce = (uuid.uuid4().hex * 2)[: length - 2] + "_-"
+        headers = top.signed_headers("GET", funds_path(top), b"", nonce=nonce)
+        assert top.send("GET", funds_path(top), b"", headers).status_code == 200
+
+
+def test_the_same_nonce_under_two_keys_is_two_requests(api: Api, world: World) -> None:
+    nonce = new_nonce()
+    for caller in (world.top, world.broke):
+        headers = caller.signed_headers("GET", funds_path(caller), b"", nonce=nonce)
+        assert caller.send("GET", funds_path(caller), b"", headers).status_code == 200
+
+
+def ledger_call(api: Api, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [ledger_command(), "call", *args, "--base-url", api.base_url],
+        env={k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_ledger_call_signs_v2_and_an_explicit_token_wins_over_the_environments_key(
+    api: Api, world: World
+) -> None:
+    top = world.top
+    assert top.key_id and top.key_secret
+    keys = {"LEDGER_KEY_ID": top.key_id, "LEDGER_KEY_SECRET": top.key_secret}
+    # signed with the key from the environment, twice at once: two requests, both answered
+    calls = [
+        subprocess.Popen(
+            [ledger_command(), "call", "GET", funds_path(top), "--base-url", api.base_url],
+            env={k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | keys,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for call in calls:
+        out, err = call.communicate(timeout=60)
+        assert call.returncode == 0, err
+        assert "200" in err and json.loads(out)["available"]["currency"] == "CNY"
+    posted = ledger_call(
+        api, keys, "POST", f"/v1/channels/{top.id}/subchannels", "--body", '{"name": "By CLI"}'
+    )
+    assert posted.returncode == 0, posted.stderr
+    assert "201" in posted.stderr
+
+    # --token on the command line: the bearer token, not the channel's key
+    finance = ledger_call(
+        api, keys, "GET", "/v1/ledger/trial-balance", "--token", api.tokens["finance"]
+    )
+    assert finance.returncode == 0, finance.stdout + finance.stderr
+    assert json.loads(finance.stdout)["balanced"] is True
+    # the key from the environment alone is a channel, which may not read the trial balance
+    as_channel = ledger_call(api, keys, "GET", "/v1/ledger/trial-balance")
+    assert as_channel.returncode == 1 and "403" in as_channel.stderr, as_channel.stderr
 
 
 def test_an_unknown_or_malformed_key_is_refused(api: Api, world: World) -> None:
@@ -460,7 +594,9 @@ def chunked_past_the_size_limit(who: str) -> Prepare:
             headers["Authorization"] = f"Bearer {api.tokens['operator']}"
         else:
             path = f"/v1/channels/{world.top.id}/subchannels"
-            headers |= world.top.signed_headers("POST", path, b"".join(chunks))
+            headers |= world.top.signed_headers(
+                "POST", path, b"".join(chunks), idempotency_key=headers["Idempotency-Key"]
+            )
         return lambda: api.http.post(api.base_url + path, content=iter(chunks), headers=headers)
 
     return prepare

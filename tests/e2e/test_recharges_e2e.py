@@ -4,7 +4,8 @@ processes on the real RabbitMQ, and `ledger sandbox-platform` as the video platf
 
 The module's settings keep it fast: a 3 s gateway timeout, a 12 s saga deadline, small rate
 limits (so each limit can be reached) and a lock-out after 4 wrong codes. Every test uses
-client addresses of its own (`X-Forwarded-For`, which uvicorn takes from 127.0.0.1), fresh
+end-user addresses of its own (`user.ip` in a channel's request; for the recharge page the
+client address, which uvicorn takes from `X-Forwarded-For` sent by the trusted 127.0.0.1), fresh
 channels and fresh accounts, so the limits of one test never touch another; and it waits for
 each recharge it started to leave `pending` before the platform's fault switches are reset.
 """
@@ -15,6 +16,7 @@ import hashlib
 import hmac
 import json
 import random
+import re
 import signal
 import subprocess
 import tempfile
@@ -272,27 +274,31 @@ class Desk:
             reply.json()["expires_at"],
         )
 
-    def send_code(self, channel: Caller, account: str, address: str) -> httpx.Response:
-        return channel.post(
-            "/v1/verification-codes", {"account": account}, headers={"X-Forwarded-For": address}
-        )
+    def send_code(self, channel: Caller, account: str) -> httpx.Response:
+        """A channel's server asks for a code: no per-address limit applies (it is not the
+        end user's address)."""
+        return channel.post("/v1/verification-codes", {"account": account})
 
     def sms(self, account: str) -> str:
         reply = self.api.operator.get(f"/v1/sandbox/sms?account={account}")
         assert reply.status_code == 200, reply.text
         return str(reply.json()["code"])
 
-    def verified(self, channel: Caller, account: str, address: str | None = None) -> str:
+    def verified(self, channel: Caller, account: str) -> str:
         """Send a verification code to `account` and read it from the sandbox SMS outbox."""
-        sent = self.send_code(channel, account, address or new_address())
+        sent = self.send_code(channel, account)
         assert sent.status_code == 202, sent.text
         return self.sms(account)
 
     def recharge(
-        self, channel: Caller, code: str, account: str, verification: str, address: str
+        self, channel: Caller, code: str, account: str, verification: str, address: str | None
     ) -> httpx.Response:
-        body = {"code": code, "account": account, "verification_code": verification}
-        reply = channel.post("/v1/recharges", body, headers={"X-Forwarded-For": address})
+        """A channel's server places a recharge for its end user at `address` (`user.ip`;
+        None: no user.ip given)."""
+        body: dict[str, Any] = {"code": code, "account": account, "verification_code": verification}
+        if address is not None:
+            body["user"] = {"ip": address, "name": f"user at {address}"}
+        reply = channel.post("/v1/recharges", body)
         if reply.status_code == 202:
             self.accepted.append((channel, reply.json()["id"]))
         return reply
@@ -301,9 +307,8 @@ class Desk:
         """A recharge that passes every check: 202 pending; its id."""
         account = account or new_account()
         address = new_address()
-        reply = self.recharge(
-            shop.channel, code, account, self.verified(shop.channel, account, address), address
-        )
+        verification = self.verified(shop.channel, account)
+        reply = self.recharge(shop.channel, code, account, verification, address)
         assert reply.status_code == 202, reply.text
         assert reply.json()["status"] == "pending"
         return str(reply.json()["id"])
@@ -391,7 +396,7 @@ def test_concurrent_redemptions_of_one_code_through_two_processes_accept_exactly
     attempts = 8
     address = new_address()
     accounts = [new_account() for _ in range(attempts)]
-    verifications = {a: desk.verified(shop.channel, a, address) for a in accounts}
+    verifications = {a: desk.verified(shop.channel, a) for a in accounts}
     callers = [shop.channel.at(servers[i % 2].base_url) for i in range(attempts)]
     start = threading.Barrier(attempts)
 
@@ -652,13 +657,15 @@ def test_each_final_state_reaches_the_channels_webhook_signed_and_retried_until_
     for delivery in deliveries:
         assert delivery.path == "/hooks/ledger?tenant=7"
         assert delivery.headers["x-event-id"] == event["event_id"]
-        timestamp = delivery.headers["x-timestamp"]
+        timestamp, nonce = delivery.headers["x-timestamp"], delivery.headers["x-nonce"]
         assert abs(int(timestamp) - time.time()) < 120
-        signed = "\n".join(
-            ["POST", delivery.path, timestamp, hashlib.sha256(delivery.body).hexdigest()]
-        )
+        assert re.fullmatch(r"[A-Za-z0-9_-]{16,64}", nonce), nonce
+        # signing v2: method, path?query, timestamp, nonce, an empty idempotency key, body digest
+        digest = hashlib.sha256(delivery.body).hexdigest()
+        signed = "\n".join(["POST", delivery.path, timestamp, nonce, "", digest])
         expected = hmac.new(secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
         assert hmac.compare_digest(delivery.headers["x-signature"], expected)
+    assert len({d.headers["x-nonce"] for d in deliveries}) == len(deliveries), "a nonce each"
 
 
 # (7) the recharge API's checks
@@ -670,7 +677,7 @@ def test_verification_codes_wrong_expired_and_at_most_three_sends_in_ten_minutes
     shop = desk.shop(codes=1)
     account, address = new_account(), new_address()
     clear_of_window_edge(600)  # the three sends below fall in one ten-minute window
-    right = desk.verified(shop.channel, account, address)
+    right = desk.verified(shop.channel, account)
     wrong = f"{(int(right) + 1) % 10**6:06d}"
     before = events()
 
@@ -688,8 +695,8 @@ def test_verification_codes_wrong_expired_and_at_most_three_sends_in_ten_minutes
     assert events() == before
 
     for _ in range(2):  # the second and third code of the ten minutes
-        assert desk.send_code(shop.channel, account, new_address()).status_code == 202
-    assert_rate_limited(desk.send_code(shop.channel, account, new_address()), 905)
+        assert desk.send_code(shop.channel, account).status_code == 202
+    assert_rate_limited(desk.send_code(shop.channel, account), 905)
 
     fresh = desk.sms(account)
     assert desk.recharge(shop.channel, shop.codes[0], account, fresh, address).status_code == 202
@@ -698,7 +705,7 @@ def test_verification_codes_wrong_expired_and_at_most_three_sends_in_ten_minutes
 def test_five_wrong_verification_codes_lock_the_code(desk: Desk) -> None:
     shop = desk.shop(codes=1)
     account, address = new_account(), new_address()
-    right = desk.verified(shop.channel, account, address)
+    right = desk.verified(shop.channel, account)
     wrong = f"{(int(right) + 1) % 10**6:06d}"
     answers = [
         desk.recharge(shop.channel, shop.codes[0], account, wrong, address).json()["code"]
@@ -818,7 +825,7 @@ def test_rate_limits_per_account_address_and_channel_answer_429_with_retry_after
 def test_repeated_wrong_codes_from_one_address_lock_it_out(desk: Desk) -> None:
     shop = desk.shop(codes=1)
     account, address = new_account(), new_address()
-    verification = desk.verified(shop.channel, account, address)
+    verification = desk.verified(shop.channel, account)
     clear_of_window_edge(900)
     wrong = [
         desk.recharge(shop.channel, code, account, verification, address)
@@ -833,9 +840,120 @@ def test_repeated_wrong_codes_from_one_address_lock_it_out(desk: Desk) -> None:
     # it, past the end of the current window (the boundary itself does not reset the count)
     expected = (900 - time.time() % 900) + 900 * (1 - (LOCKOUT - 1) / LOCKOUT)
     assert abs(wait - expected) <= 2, (wait, expected)
-    # the same request from elsewhere is fine: the lock-out is the address's
+    # the lock-out is the address's, whatever the account
+    other = new_account()
+    other_verification = desk.verified(shop.channel, other)
+    assert_rate_limited(
+        desk.recharge(shop.channel, shop.codes[0], other, other_verification, address), 1800
+    )
+    # another end user through the same channel server is not locked out, nor is the same
+    # request from elsewhere
     elsewhere = desk.recharge(shop.channel, shop.codes[0], account, verification, new_address())
     assert elsewhere.status_code == 202, elsewhere.text
+
+
+def test_a_channels_server_is_never_limited_or_locked_out_for_its_own_address(desk: Desk) -> None:
+    """Every request below comes from the one channel server (127.0.0.1); the end users' own
+    addresses are `user.ip`, or absent."""
+    # more recharges than one address may place in a minute, for users without user.ip
+    shop = desk.shop(codes=1)
+    clear_of_window_edge(60)
+    replies = [
+        desk.recharge(shop.channel, shop.codes[0], new_account(), "123456", None)
+        for _ in range(RATE_ADDRESS + 1)
+    ]
+    assert [r.json()["code"] for r in replies] == ["verification_failed"] * (RATE_ADDRESS + 1)
+
+    # and for users each at an address of their own
+    shop = desk.shop(codes=1)
+    clear_of_window_edge(60)
+    replies = [
+        desk.recharge(shop.channel, shop.codes[0], new_account(), "123456", new_address())
+        for _ in range(RATE_ADDRESS + 1)
+    ]
+    assert [r.json()["code"] for r in replies] == ["verification_failed"] * (RATE_ADDRESS + 1)
+
+    # more verification codes than one address may ask for in a minute
+    clear_of_window_edge(60)
+    sent = [desk.send_code(shop.channel, new_account()) for _ in range(RATE_ADDRESS + 1)]
+    assert [r.status_code for r in sent] == [202] * (RATE_ADDRESS + 1), sent[-1].text
+
+    # wrong codes without user.ip lock nobody out: the right code still goes through
+    shop = desk.shop(codes=1)
+    account = new_account()
+    verification = desk.verified(shop.channel, account)
+    clear_of_window_edge(900)
+    wrong = [
+        desk.recharge(shop.channel, well_formed_unknown_code(), account, verification, None)
+        for _ in range(LOCKOUT + 1)
+    ]
+    assert [r.json()["code"] for r in wrong] == ["code_invalid"] * (LOCKOUT + 1)
+    right = desk.recharge(shop.channel, shop.codes[0], account, verification, None)
+    assert right.status_code == 202, right.text
+
+
+def test_a_double_tap_on_a_redeemed_code_does_not_count_towards_the_lock_out(
+    desk: Desk,
+) -> None:
+    shop = desk.shop(codes=2)
+    address = new_address()
+    first = desk.accept(shop, shop.codes[0])
+    assert desk.final(shop.channel, first)["status"] == "succeeded"
+
+    account = new_account()
+    verification = desk.verified(shop.channel, account)
+    clear_of_window_edge(900)
+    taps = [
+        desk.recharge(shop.channel, shop.codes[0], account, verification, address)
+        for _ in range(LOCKOUT + 1)
+    ]
+    assert [r.json()["code"] for r in taps] == ["code_already_redeemed"] * (LOCKOUT + 1)
+    fresh = desk.recharge(shop.channel, shop.codes[1], account, verification, address)
+    assert fresh.status_code == 202, fresh.text
+
+
+def test_the_recharge_pages_limits_apply_to_the_client_behind_the_trusted_proxy(
+    desk: Desk,
+) -> None:
+    """The page is anonymous: its end user is the client address, which uvicorn takes from the
+    X-Forwarded-For that the trusted proxy (127.0.0.1 here) sends."""
+    shop = desk.shop(codes=1)
+    page = desk.api.anonymous
+    account, guesser, other = new_account(), new_address(), new_address()
+
+    def via(address: str, path: str, body: dict[str, Any]) -> httpx.Response:
+        body = {**body, "channel_id": shop.channel.id}
+        return page.post(path, body, headers={"X-Forwarded-For": address})
+
+    sent = via(guesser, "/v1/verification-codes", {"account": account})
+    assert sent.status_code == 202, sent.text
+    verification = desk.sms(account)
+    clear_of_window_edge(900)
+    attempt = {"account": account, "verification_code": verification}
+    wrong = [
+        via(guesser, "/v1/recharges", attempt | {"code": well_formed_unknown_code()})
+        for _ in range(LOCKOUT)
+    ]
+    assert [r.json()["code"] for r in wrong] == ["code_invalid"] * LOCKOUT
+    right = attempt | {"code": shop.codes[0]}
+    assert_rate_limited(via(guesser, "/v1/recharges", right), 1800)
+    # the same end user through a channel's server (user.ip) is the same address
+    through_channel = desk.recharge(shop.channel, shop.codes[0], account, verification, guesser)
+    assert_rate_limited(through_channel, 1800)
+    # another client behind the same proxy is not locked out
+    accepted = via(other, "/v1/recharges", right)
+    assert accepted.status_code == 202, accepted.text
+    desk.accepted.append((shop.channel, accepted.json()["id"]))
+
+    # the page's per-address limit: the 13th verification code from one client in a minute
+    crowded = new_address()
+    clear_of_window_edge(60)
+    replies = [
+        via(crowded, "/v1/verification-codes", {"account": new_account()})
+        for _ in range(RATE_ADDRESS + 1)
+    ]
+    assert [r.status_code for r in replies] == [202] * RATE_ADDRESS + [429]
+    assert_rate_limited(replies[-1], 120)
 
 
 def test_an_inactive_batch_redeems_only_after_its_codes_are_activated(desk: Desk) -> None:
@@ -944,8 +1062,19 @@ BAD_INPUTS: dict[str, tuple[str, str, Any, int, str]] = {
     "recharge, verification code as a list": ("POST", "/v1/recharges",
                                               {"verification_code": ["1"]}, 422,
                                               "validation_failed"),
-    "recharge, user past 200 characters": ("POST", "/v1/recharges", {"user": "u" * 201}, 422,
+    "recharge, user's name past 200 characters": ("POST", "/v1/recharges",
+                                                  {"user": {"name": "u" * 201}}, 422,
+                                                  "validation_failed"),
+    "recharge, user as a string": ("POST", "/v1/recharges", {"user": "u"}, 422,
+                                   "validation_failed"),
+    "recharge, user's ip not an address": ("POST", "/v1/recharges",
+                                           {"user": {"ip": "300.1.2.3"}}, 422,
                                            "validation_failed"),
+    "recharge, user's ip as a number": ("POST", "/v1/recharges", {"user": {"ip": 167772161}},
+                                        422, "validation_failed"),
+    "recharge, user with an unknown field": ("POST", "/v1/recharges",
+                                             {"user": {"ip": "10.0.0.1", "agent": "x"}}, 422,
+                                             "validation_failed"),
     "recharge, body past the size limit": ("POST", "/v1/recharges",
                                            b'{"code": "' + b"A" * 70_000 + b'"}', 413,
                                            "body_too_large"),

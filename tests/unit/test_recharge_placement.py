@@ -4,7 +4,7 @@ verification codes) and the in-memory event store."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
@@ -14,6 +14,7 @@ from ledger.distribution.channel import Channel
 from ledger.errors import (
     ChannelSuspended,
     CodeAlreadyRedeemed,
+    CodeExpired,
     CodeInUse,
     CodeInvalid,
     CodeMalformed,
@@ -26,6 +27,7 @@ from ledger.recharges.ports import Limit
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 ADDRESS = "203.0.113.7"
+WELL_FORMED_UNKNOWN = "0000-0000-0000-0000-0000"
 
 
 class FakeCounters:
@@ -159,7 +161,8 @@ def test_a_code_taken_by_another_recharge_is_in_use_and_not_counted_as_a_guess()
     assert desk.counters.hits[f"wrong-codes:{ADDRESS}"] == 0
 
 
-def test_a_redeemed_code_is_refused_and_counted() -> None:
+def test_a_redeemed_code_is_refused_and_not_counted_as_a_guess() -> None:
+    """A double tap after the first one went through reveals no guess."""
     desk = Desk()
     recharge_id = desk.place(desk.codes[0])
     desk.app.redeem_code(desk.app.find_code(desk.codes[0]).id, recharge_id)
@@ -167,7 +170,58 @@ def test_a_redeemed_code_is_refused_and_counted() -> None:
     with pytest.raises(CodeAlreadyRedeemed):
         desk.place(desk.codes[0], account="13900139000")
 
-    assert desk.counters.hits[f"wrong-codes:{ADDRESS}"] == 1
+    assert desk.counters.hits[f"wrong-codes:{ADDRESS}"] == 0
+
+
+def test_an_expired_code_is_refused_and_not_counted_as_a_guess() -> None:
+    desk = Desk()
+    _, (expiring,) = desk.app.issue_codes(
+        uuid4(), desk.shop_id, desk.product, 1, expires_at=NOW - timedelta(seconds=1)
+    )
+
+    with pytest.raises(CodeExpired):
+        desk.place(expiring)
+
+    assert desk.counters.hits[f"wrong-codes:{ADDRESS}"] == 0
+
+
+def test_without_the_end_users_address_no_per_address_limit_or_lock_out_applies() -> None:
+    """A channel's server that passes no `user.ip`: its own address is never limited, and
+    wrong codes lock nobody out; the per-account and per-channel limits still hold."""
+    desk = Desk(PlacementLimits(address_per_minute=1, wrong_codes=1, channel_per_minute=4))
+    for n in range(3):
+        account = f"1380013800{n}"
+        desk.placement.send_verification_code(desk.shop, account, None)
+        with pytest.raises(CodeInvalid):
+            desk.placement.place(uuid4(), desk.shop, account, WELL_FORMED_UNKNOWN, "123456", None)
+
+    assert not any(scope.startswith(("wrong-codes:", "recharge-address:", "sms-address:"))
+                   for scope in desk.counters.hits)  # fmt: skip
+    desk.placement.send_verification_code(desk.shop, "13800138009", None)
+    recharge_id = uuid4()
+    desk.placement.place(recharge_id, desk.shop, "13800138009", desk.codes[0], "123456", None)
+    assert desk.app.find_code(desk.codes[0]).recharge_id == recharge_id
+
+    with pytest.raises(RateLimited) as refused:  # the fifth on the channel this minute
+        desk.placement.place(uuid4(), desk.shop, "13800138009", desk.codes[1], "123456", None)
+    assert "channel" in refused.value.detail
+
+
+def test_the_lock_out_is_the_end_users_address_not_anothers() -> None:
+    desk = Desk(PlacementLimits(wrong_codes=2))
+    guesser, other = "198.51.100.1", "198.51.100.2"
+    for account in ("13800138001", "13800138002"):
+        desk.placement.send_verification_code(desk.shop, account, guesser)
+        with pytest.raises(CodeInvalid):
+            desk.placement.place(
+                uuid4(), desk.shop, account, WELL_FORMED_UNKNOWN, "123456", guesser
+            )
+
+    desk.placement.send_verification_code(desk.shop, "13800138003", other)
+    with pytest.raises(RateLimited):
+        desk.placement.place(uuid4(), desk.shop, "13800138003", desk.codes[0], "123456", guesser)
+    desk.placement.place(uuid4(), desk.shop, "13800138003", desk.codes[0], "123456", other)
+    assert desk.app.find_code(desk.codes[0]).status == "reserved"
 
 
 def test_a_suspended_channel_has_no_active_channel_to_place_through() -> None:

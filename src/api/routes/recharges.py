@@ -13,7 +13,7 @@ from api.idempotency import IdempotentCall, idempotent, idempotent_page
 from api.presenters import recharge_out, recharges_page
 from api.problems import Problem
 from api.routes.distribution import parse_cursor, parse_id, visible_channel
-from api.schemas import RechargeIn, RechargeOut, ResolutionIn, VerificationIn
+from api.schemas import EndUserIn, RechargeIn, RechargeOut, ResolutionIn, VerificationIn
 from ledger.distribution.channel import Channel
 from ledger.errors import NotFound
 from ledger.recharges.saga import Recharge
@@ -43,9 +43,10 @@ def send_verification_code(
     services: Services = Depends(get_services),
 ) -> Any:
     channel = acting_channel(services, call.principal, body.channel_id)
+    address = end_user_address(request, call.principal, None)
 
     def command(_: UUID) -> tuple[int, dict[str, Any]]:
-        services.placement.send_verification_code(channel, body.account, client_address(request))
+        services.placement.send_verification_code(channel, body.account, address)
         return 202, {"account": body.account, "expires_in": 300}
 
     return call.run(command)
@@ -60,7 +61,8 @@ def place_recharge(
 ) -> Any:
     """Every check of SPEC 3.3, then the code is reserved atomically and the saga starts."""
     channel = acting_channel(services, call.principal, body.channel_id)
-    address = client_address(request)
+    address = end_user_address(request, call.principal, body.user)
+    shown_as = body.user.name if body.user else None
 
     def command(recharge_id: UUID) -> tuple[int, dict[str, Any]]:
         services.placement.place(
@@ -70,7 +72,7 @@ def place_recharge(
             body.code,
             body.verification_code,
             address,
-            body.user,
+            shown_as,
         )
         return 202, {"id": str(recharge_id), "status": "pending"}
 
@@ -157,4 +159,15 @@ def find_recharge(services: Services, recharge_id: UUID) -> Recharge:
 
 
 def client_address(request: Request) -> str:
+    """The client's address; behind a trusted proxy (LEDGER_TRUSTED_PROXIES) uvicorn has
+    already taken it from X-Forwarded-For."""
     return request.client.host if request.client else "unknown"
+
+
+def end_user_address(request: Request, principal: Principal, user: EndUserIn | None) -> str | None:
+    """Whom the per-address limits and the lock-out apply to: the recharge page's client, or
+    the `user.ip` a channel's server passes; never the channel server's own address (None when
+    it passes none: those limits are skipped)."""
+    if principal.role == "web":
+        return client_address(request)
+    return str(user.ip) if user is not None and user.ip is not None else None

@@ -12,17 +12,12 @@ from uuid import UUID
 from ledger.clock import Clock, utc_now
 from ledger.distribution.application import Distribution
 from ledger.distribution.channel import Channel
-from ledger.errors import (
-    CodeAlreadyRedeemed,
-    CodeExpired,
-    CodeInvalid,
-    CodeMalformed,
-    LockedOut,
-    RateLimited,
-)
+from ledger.errors import CodeInvalid, CodeMalformed, LockedOut, RateLimited
 from ledger.recharges.ports import Limit, RateCounters, VerificationCodes
 
-WRONG_CODES = (CodeMalformed, CodeInvalid, CodeExpired, CodeAlreadyRedeemed)
+WRONG_CODES = (CodeMalformed, CodeInvalid)
+"""The answers that reveal a guess, and so count towards the lock-out. A code already redeemed
+(a double tap after the first one went through) or expired was a real code: no guess."""
 LOCKOUT_WINDOW_SECONDS = 900
 
 
@@ -50,7 +45,12 @@ class PlacementLimits:
 
 
 class RechargePlacement:
-    """The two steps an end user takes: ask for a verification code, then place the recharge."""
+    """The two steps an end user takes: ask for a verification code, then place the recharge.
+
+    `address` is the end user's address: the page's client, or the `user.ip` a channel's server
+    passes. None when a channel's server gave none: the per-address limits and the lock-out are
+    then skipped (they never apply to the channel server's own address); the per-account and
+    per-channel limits still do."""
 
     def __init__(
         self,
@@ -66,8 +66,9 @@ class RechargePlacement:
         self.limits = limits or PlacementLimits()
         self.clock = clock
 
-    def send_verification_code(self, channel: Channel, account: str, address: str) -> None:
-        self._check_limit(f"sms-address:{address}", "address")
+    def send_verification_code(self, channel: Channel, account: str, address: str | None) -> None:
+        if address is not None:
+            self._check_limit(f"sms-address:{address}", "address")
         self.verification.send(channel.id, channel.name, account)
 
     def place(
@@ -77,14 +78,17 @@ class RechargePlacement:
         account: str,
         typed_code: str,
         verification_code: str,
-        address: str,
+        address: str | None,
         user: str | None = None,
     ) -> None:
         """Every check, then the code is reserved for this recharge: its saga starts from the
-        reservation. A wrong code counts towards the address's lock-out."""
-        self._check_locked_out(address)
+        reservation. A guessed code (malformed or invalid) counts towards the address's
+        lock-out."""
+        if address is not None:
+            self._check_locked_out(address)
         self._check_limit(f"recharge-account:{account}", "account")
-        self._check_limit(f"recharge-address:{address}", "address")
+        if address is not None:
+            self._check_limit(f"recharge-address:{address}", "address")
         self._check_limit(f"recharge-channel:{channel.id}", "channel")
         self.verification.check(channel.id, account, verification_code)
         try:
@@ -93,7 +97,8 @@ class RechargePlacement:
                 code.id, recharge_id, account, channel.id, self.clock(), user
             )
         except WRONG_CODES:
-            self.counters.hit(f"wrong-codes:{address}", self.limits.lockout)
+            if address is not None:
+                self.counters.hit(f"wrong-codes:{address}", self.limits.lockout)
             raise
         self.verification.use(channel.id, account)
 
