@@ -71,3 +71,16 @@ CREATE TABLE sealed_batch_codes (
     sealed_at    timestamptz NOT NULL DEFAULT now(),
     exported_at  timestamptz
 );
+
+-- The sandbox's payouts, kept in the database so that a payout made by a process that died
+-- before recording its answer is found again (and not made twice) by the retry.
+CREATE TABLE sandbox_payouts (
+    payout_id  uuid PRIMARY KEY,
+    payee_id   uuid NOT NULL,
+    currency   text NOT NULL,
+    amount     bigint NOT NULL,
+    paid       boolean NOT NULL,
+    reference  text,
+    reason     text,
+    at         timestamptz NOT NULL DEFAULT now()
+);

@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     ledger_gateway_timeout_seconds: float = Field(
         default=5.0, description="Read timeout of calls to a platform's partner API."
     )
+    ledger_payout_grace_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A withdrawal still pending this long after it was asked is paid out again "
+        "by the sweeper, with the same payout id (paid once).",
+    )
+    ledger_sandbox_payout_exit: bool = Field(
+        default=False,
+        description="Sandbox only, for crash tests: the process kills itself right after the "
+        "sandbox payout is made, before the withdrawal records it.",
+    )
 
     @property
     def embedded(self) -> bool:

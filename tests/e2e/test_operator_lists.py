@@ -89,8 +89,13 @@ def world(api: Api) -> dict[str, Any]:
         assert reply.status_code == 201, reply.text
         batches[name], codes[name] = reply.json()["id"], reply.json()["codes"]
     return {
-        "platform_id": platform_id, "product_id": product_id, "top": top, "sub": sub,
-        "other": other, "batches": batches, "codes": codes,
+        "platform_id": platform_id,
+        "product_id": product_id,
+        "top": top,
+        "sub": sub,
+        "other": other,
+        "batches": batches,
+        "codes": codes,
     }
 
 
@@ -124,7 +129,8 @@ def test_the_operator_lists_recharges_across_channels_by_status_and_account(
         time.sleep(0.5)
     assert {item["status"] for item in queue} == {"review"}
     assert api.operator.get("/v1/recharges?status=pending&account=" + account).json() == {
-        "items": [], "next_cursor": None
+        "items": [],
+        "next_cursor": None,
     }
 
     problem(api.operator.get("/v1/recharges?status=lost"), 422, "validation_failed")
@@ -134,9 +140,7 @@ def test_the_operator_lists_recharges_across_channels_by_status_and_account(
     problem(api.finance.get("/v1/recharges"), 403, "forbidden")
 
 
-def test_channels_platforms_and_products_are_listed_paged(
-    api: Api, world: dict[str, Any]
-) -> None:
+def test_channels_platforms_and_products_are_listed_paged(api: Api, world: dict[str, Any]) -> None:
     top, sub, other = world["top"], world["sub"], world["other"]
     channels = every_page(api.operator, "/v1/channels", 1)
     assert {top.id, sub.id, other.id} <= {item["id"] for item in channels}
@@ -160,9 +164,7 @@ def test_channels_platforms_and_products_are_listed_paged(
     problem(api.operator.get("/v1/platforms?after=1;drop"), 422, "validation_failed")
 
 
-def test_code_batches_are_listed_with_their_codes_by_state(
-    api: Api, world: dict[str, Any]
-) -> None:
+def test_code_batches_are_listed_with_their_codes_by_state(api: Api, world: dict[str, Any]) -> None:
     top, other = world["top"], world["other"]
     voided = top.post("/v1/code-voids", {"codes": [world["codes"]["top"][2]]})
     assert voided.status_code == 200, voided.text
@@ -170,9 +172,10 @@ def test_code_batches_are_listed_with_their_codes_by_state(
     assert [b["id"] for b in own] == [world["batches"]["top"]]
     counts = own[0]["codes"]
     assert sum(counts.values()) == own[0]["quantity"] == 3
-    assert counts["voided"] == 1 and counts["issued"] + counts["reserved"] + counts[
-        "redeemed"
-    ] + counts["expired"] == 2
+    assert (
+        counts["voided"] == 1
+        and counts["issued"] + counts["reserved"] + counts["redeemed"] + counts["expired"] == 2
+    )
     everyone = every_page(api.operator, "/v1/code-batches", 1)
     assert set(world["batches"].values()) <= {b["id"] for b in everyone}
     only = api.operator.get(f"/v1/code-batches?channel_id={other.id}").json()["items"]

@@ -68,6 +68,8 @@ def start_background(
             runtime.distribution,
             background.pool,
             audit_retention_days=settings.ledger_audit_retention_days,
+            cards=runtime.cards,
+            payout_grace=settings.ledger_payout_grace_seconds,
         )
         for thread in [*background.runners, background.sweeper]:
             thread.start()

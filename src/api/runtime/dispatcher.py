@@ -14,6 +14,7 @@ from eventsourcing.projection import Projection
 
 from adapters.audit_log import AuditLog
 from adapters.rate_limits import RateLimiter
+from ledger.cards.application import Cards
 from ledger.clock import utc_now
 from ledger.distribution.application import Distribution
 from ledger.recharges.application import Recharges
@@ -22,6 +23,7 @@ from ledger.recharges.ports import StepQueue
 from ledger.recharges.saga import Recharge
 from ledger.recharges.steps import RechargeSteps
 from projections.codes import CodesReader
+from projections.directory import DirectoryReader
 from projections.recharges import RechargesReader
 from projections.runner import ViewFeed
 
@@ -56,7 +58,8 @@ def dispatcher_feed(steps: RechargeSteps, queue: StepQueue) -> ViewFeed:
 class Sweeper(threading.Thread):
     """Every few seconds: re-send steps overdue past a grace period (a lost wake-up or a
     worker that died), send sagas past their deadline to review, expire codes past their
-    date (their units return to stock or become breakage)."""
+    date (their units return to stock or become breakage), pay out again withdrawals left
+    pending past `payout_grace` (with the same payout id: paid once)."""
 
     def __init__(
         self,
@@ -65,6 +68,8 @@ class Sweeper(threading.Thread):
         pool: Any,
         every: float = 5.0,
         grace: float = 30.0,
+        cards: Cards | None = None,
+        payout_grace: float = 60.0,
         audit_retention_days: int = 90,
     ) -> None:
         super().__init__(name="sweeper", daemon=True)
@@ -72,6 +77,9 @@ class Sweeper(threading.Thread):
         self.distribution = distribution
         self.reader = RechargesReader(pool)
         self.codes = CodesReader(pool)
+        self.cards = cards
+        self.directory = DirectoryReader(pool)
+        self.payout_grace = payout_grace
         self.every = every
         self.grace = grace
         self.limiter = RateLimiter(pool)
@@ -100,3 +108,13 @@ class Sweeper(threading.Thread):
         now = utc_now()
         for code_id in self.codes.due_for_expiry():
             self.distribution.expire_code(code_id, now)
+        self.finish_withdrawals()
+
+    def finish_withdrawals(self) -> None:
+        if self.cards is None or self.cards.payouts is None:
+            return
+        for withdrawal_id in self.directory.pending_withdrawals(self.payout_grace):
+            try:
+                self.cards.retry_withdrawal(withdrawal_id)
+            except Exception:
+                log.exception("withdrawal %s: payout retry failed; next sweep", withdrawal_id)

@@ -15,8 +15,11 @@ from dramatiq.middleware import default_middleware
 
 from adapters.database import application_env
 from adapters.platform_gateway import HttpPlatformGateways
+from adapters.sandbox_payouts import PostgresSandboxPayouts
 from adapters.settings import Settings
 from adapters.webhooks import WebhookDelivery
+from ledger.cards.application import Cards
+from ledger.cards.ports import Payouts
 from ledger.clock import utc_now
 from ledger.distribution.application import Distribution
 from ledger.recharges.application import Recharges
@@ -50,6 +53,10 @@ class Runtime:
         self.settings = settings
         self.distribution = Distribution(env=env)
         self.recharges = Recharges(env=env)
+        self.payouts: Payouts | None = None
+        if settings.sandbox:
+            self.payouts = PostgresSandboxPayouts(database_url, settings.ledger_sandbox_payout_exit)
+        self.cards = Cards(env=env, payouts=self.payouts)
         self.gateways = HttpPlatformGateways(settings)
         self.webhooks = WebhookDelivery(settings.secret_bytes)
 
@@ -58,6 +65,7 @@ class Runtime:
         self.webhooks.close()
         self.distribution.close()
         self.recharges.close()
+        self.cards.close()
 
 
 class Jobs:

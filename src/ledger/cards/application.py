@@ -539,10 +539,21 @@ class Cards(LedgerApplication, Application[UUID]):
         """Hold the amount, pay it out keyed by the withdrawal id, then post it (paid) or
         release the hold (refused). A payout whose answer is lost leaves the withdrawal
         pending; withdrawing again with its id asks the payout again, so it is paid once."""
-        payouts = needed(self.payouts, NO_PAYOUTS)
+        needed(self.payouts, NO_PAYOUTS)
         withdrawal = self.request_withdrawal(withdrawal_id, member_id, amount)
+        return self.pay_out(withdrawal)
+
+    def retry_withdrawal(self, withdrawal_id: UUID) -> Withdrawal:
+        """A withdrawal left pending (its process died between hold and payout, or the
+        payout's answer was lost): ask the payout again with the same id, which pays it once,
+        and finish it. A finished one is left as it is and the payout is not asked."""
+        needed(self.payouts, NO_PAYOUTS)
+        return self.pay_out(self.withdrawal(withdrawal_id))
+
+    def pay_out(self, withdrawal: Withdrawal) -> Withdrawal:
         if withdrawal.status != "pending":
             return withdrawal
+        payouts = needed(self.payouts, NO_PAYOUTS)
         result = payouts.pay_out(withdrawal.id, withdrawal.member_id, withdrawal.amount)
         detail = result.reference if result.paid else result.reason
         return self.finish_withdrawal(withdrawal.id, result.paid, detail)
