@@ -354,3 +354,26 @@ def test_a_path_with_a_nul_is_answered_and_its_token_use_recorded(api: Api) -> N
 
     line = line_of(audit_lines(api.operator, "&kind=token_use"), request_id)
     assert line["path"] == "/v1/channels/"
+
+
+def test_a_channel_servers_refusal_carries_its_end_users_address(api: Api) -> None:
+    channel = api.top_channel("Audited server")
+    account, end_user = new_account(), new_address()
+    reply = channel.post(
+        "/v1/recharges",
+        {
+            "account": account,
+            "code": unknown_code(),
+            "verification_code": "000000",
+            "user": {"ip": end_user, "name": "viewer"},
+        },
+    )
+    assert reply.status_code == 422, reply.text
+    problem = reply.json()
+    assert problem["code"] == "verification_failed"
+
+    line = line_of(audit_lines(api.operator, f"&channel_id={channel.id}"), problem["request_id"])
+    assert (line["kind"], line["code"]) == ("verification_failed", "verification_failed")
+    assert line["principal"] == f"channel:{channel.id}"
+    assert line["address"] == end_user
+    assert line["account"] == f"{account[:3]}****{account[-4:]}"
