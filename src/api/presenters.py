@@ -157,3 +157,23 @@ def batch_row(row: dict[str, Any]) -> View:
     shown = row_out({k: v for k, v in row.items() if k not in states})
     shown["codes"] = {state: int(row[state]) for state in states}
     return shown
+
+
+def stock_page(stock: StockList, limit: int, after: UUID | None) -> StockList:
+    """One page of a channel's stock, ordered by product id, after the product `after`."""
+    rest = [p for p in stock.items if after is None or p.product_id > str(after)]
+    next_cursor = rest[limit - 1].product_id if len(rest) > limit else None
+    return StockList(items=rest[:limit], next_cursor=next_cursor)
+
+
+def standings_page(rows: list[View], limit: int, after: str | None) -> View:
+    """Where the views stand, `limit` at a time; the cursor names the last row's feed."""
+    keys = [f"{row['name']}:{row['application']}" for row in rows]
+    start = 0
+    if after is not None:
+        if after not in keys:
+            raise ValueError(after)
+        start = keys.index(after) + 1
+    shown = rows[start : start + limit]
+    more = start + limit < len(rows)
+    return {"items": shown, "next_cursor": keys[start + limit - 1] if more else None}

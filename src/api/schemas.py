@@ -105,6 +105,7 @@ class StockPosition(BaseModel):
 
 class StockList(BaseModel):
     items: list[StockPosition]
+    next_cursor: str | None = None
 
 
 class StockPurchaseOut(BaseModel):

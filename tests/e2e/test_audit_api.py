@@ -207,7 +207,7 @@ def test_api_reads_never_fail_while_the_balances_are_rebuilt(
         f"only {len(during)} reads during a {finished - started:.1f} s rebuild"
     )
     assert any(r.at < started for r in reads) and any(r.at > finished for r in reads)
-    rows = api.operator.get("/v1/projections").json()
+    rows = api.operator.get("/v1/projections").json()["items"]
     assert {r["version"] for r in rows if r["name"] == "balances"} == {2}
     print(f"rebuilt {result.events} events in {finished - started:.1f} s; {len(reads)} reads")
 
@@ -284,7 +284,18 @@ def test_get_projections_answers_what_ledger_projections_status_prints(
 
     reply = api.operator.get("/v1/projections")
     assert reply.status_code == 200, reply.text
-    assert reply.json() == settled()
+    assert reply.json() == {"items": settled(), "next_cursor": None}
+    paged, cursor = [], None
+    while True:
+        query = "/v1/projections?limit=2" + (f"&after={cursor}" if cursor else "")
+        page = api.operator.get(query).json()
+        assert len(page["items"]) <= 2
+        paged += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert paged == settled() and len(paged) > 2
+    assert api.operator.get("/v1/projections?after=nowhere").status_code == 422
     assert api.finance.get("/v1/projections").status_code == 403
 
     printed = subprocess.run(
@@ -312,6 +323,6 @@ def test_get_projections_answers_what_ledger_projections_status_prints(
             r["status"],
             str(r["dead_letters"]),
         ]
-        for r in reply.json()
+        for r in reply.json()["items"]
     ]
-    assert {r["status"] for r in reply.json()} == {"running"}
+    assert {r["status"] for r in reply.json()["items"]} == {"running"}

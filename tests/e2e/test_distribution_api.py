@@ -64,7 +64,8 @@ def test_s100_stock_flows_down_the_channel_tree_and_money_flows_up(api: Api) -> 
     top_stock = top.get(f"/v1/channels/{top.id}/stock")
     assert top_stock.status_code == 200
     assert top_stock.json() == {
-        "items": [{"product_id": product, "on_hand": 15, "held": 0, "consumed": 0}]
+        "items": [{"product_id": product, "on_hand": 15, "held": 0, "consumed": 0}],
+        "next_cursor": None,
     }
     assert api.on_hand(sub, product) == 5
 

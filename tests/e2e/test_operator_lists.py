@@ -204,3 +204,26 @@ def test_withdrawals_and_dead_letters_are_the_operators(
     assert letters[-1]["error"] == "boom"
     problem(api.operator.get("/v1/dead-letters?after=x"), 422, "validation_failed")
     problem(world["top"].get("/v1/dead-letters"), 403, "forbidden")
+
+
+def test_a_channels_stock_is_paged_by_product(api: Api, world: dict[str, Any]) -> None:
+    top = world["top"]
+    second = api.product(world["platform_id"], wholesale=1000, face=1500)
+    api.buy(top, second, 2)
+    whole = top.get(f"/v1/channels/{top.id}/stock").json()
+    assert whole["next_cursor"] is None and len(whole["items"]) == 2
+
+    paged, cursor = [], None
+    while True:
+        query = f"/v1/channels/{top.id}/stock?limit=1" + (f"&after={cursor}" if cursor else "")
+        page = top.get(query).json()
+        assert len(page["items"]) <= 1
+        paged += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert paged == whole["items"]
+    assert {item["product_id"]: item["on_hand"] for item in paged}[second] == 2
+    problem(top.get(f"/v1/channels/{top.id}/stock?after=x"), 422, "validation_failed")
+    problem(top.get(f"/v1/channels/{top.id}/stock?limit=500"), 422, "validation_failed")
+    problem(world["other"].get(f"/v1/channels/{top.id}/stock"), 404, "not_found")

@@ -11,7 +11,14 @@ from adapters.signing import key_secret, webhook_secret
 from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
-from api.presenters import balance, channel_created, channel_view, stock_positions, stock_purchased
+from api.presenters import (
+    balance,
+    channel_created,
+    channel_view,
+    stock_page,
+    stock_positions,
+    stock_purchased,
+)
 from api.problems import Problem
 from api.schemas import (
     Balance,
@@ -262,13 +269,19 @@ def purchase_stock(
 @router.get("/channels/{channel_id}/stock", response_model=StockList)
 def stock(
     channel_id: str,
+    limit: int = Query(50, ge=1, le=100),
+    after: str | None = Query(None, max_length=64),
     principal: Principal = Depends(authenticate),
     services: Services = Depends(get_services),
 ) -> Any:
+    """Stock per product, by product id; the cursor is the last product id of a page."""
     require(principal, "operator", "finance", "channel")
+    cursor = parse_cursor(after)
     channel = visible_channel(services.distribution, principal, channel_id)
     services.views.catch_up()
-    return stock_positions(services.views.balances.of_accounts_under(f"channel:{channel.id}:"))
+    balances = services.views.balances.of_accounts_under(f"channel:{channel.id}:")
+    positions = stock_positions(balances)
+    return stock_page(positions, limit, cursor)
 
 
 @router.get("/channels/{channel_id}/funds", response_model=Balance)

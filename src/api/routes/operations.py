@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
+from api.presenters import standings_page
+from api.problems import Problem
 from api.runtime.dispatcher import DISPATCHER_FEED
 
 router = APIRouter(tags=["operations"])
@@ -31,8 +33,17 @@ def metrics() -> Response:
 
 @router.get("/v1/projections")
 def projections(
-    principal: Principal = Depends(authenticate), services: Services = Depends(get_services)
+    limit: int = Query(50, ge=1, le=100),
+    after: str | None = Query(None, max_length=200),
+    principal: Principal = Depends(authenticate),
+    services: Services = Depends(get_services),
 ) -> Any:
-    """Where every view stands: version, position, head, lag, status, dead letters."""
+    """Where every view stands: version, position, head, lag, status, dead letters; paged,
+    the cursor naming the last row's view and application."""
     require(principal, "operator")
-    return [row.as_dict() for row in services.views.standings([DISPATCHER_FEED])]
+    rows = [row.as_dict() for row in services.views.standings([DISPATCHER_FEED])]
+    try:
+        return standings_page(rows, limit, after)
+    except ValueError:
+        detail = "after is not a cursor of this list"
+        raise Problem("validation_failed", detail, status=422) from None
