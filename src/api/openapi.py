@@ -42,7 +42,8 @@ SIGNING = (
     "Channels and merchants sign each request with their key secret. `X-Signature` is the "
     "lowercase hex HMAC-SHA256, under the key secret, of\n\n"
     "`METHOD\\nPATH?QUERY\\nTIMESTAMP\\nNONCE\\nIDEMPOTENCY_KEY\\nSHA256_HEX(BODY)`\n\n"
-    "where PATH?QUERY is the path with its query string (no `?` when there is none), "
+    "where PATH?QUERY is the percent-decoded path, then `?` and the query string as sent "
+    "(no `?` when there is none), "
     "TIMESTAMP is `X-Timestamp` (unix seconds, within ±300 s of the server's clock), NONCE is "
     "`X-Nonce` (16-64 characters of `[A-Za-z0-9_-]`, fresh for every request), "
     "IDEMPOTENCY_KEY is the `Idempotency-Key` header or empty, and SHA256_HEX(BODY) is the "
@@ -258,6 +259,7 @@ def describe_operation(operation: dict[str, Any], method: str, route: APIRoute) 
         **problem_responses(codes),
     }
     if roles:
+        operation["x-callers"] = sorted(roles)
         who = ", ".join(sorted(roles))
         operation["description"] = f"{operation.get('description', '')}\n\nCallers: {who}.".strip()
 
