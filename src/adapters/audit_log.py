@@ -23,9 +23,11 @@ KINDS = (
     "callback_refused",
     "token_use",
     "key_use",
+    "batch_export",
 )
 """`refusal` is any other refused request; `callback_refused` is for platform callbacks;
-`token_use` and `key_use` record who used which token or key for what."""
+`token_use` and `key_use` record who used which token or key for what; `batch_export` a
+channel's one export of an inactive batch's codes."""
 
 MAX_PAGE = 100
 EXPORT_BATCH = 1000

@@ -13,6 +13,7 @@ from fastapi import Request
 
 if TYPE_CHECKING:
     from adapters.audit_log import AuditLog
+    from adapters.sealed_codes import SealedBatchCodes
     from adapters.settings import Settings
     from adapters.sms import SandboxSms
     from api.auth import Authenticator
@@ -35,6 +36,7 @@ class Services:
     placement: RechargePlacement
     sandbox_sms: SandboxSms | None
     audit_log: AuditLog
+    sealed_codes: SealedBatchCodes
 
     def close(self) -> None:
         self.cards.close()

@@ -177,3 +177,8 @@ def standings_page(rows: list[View], limit: int, after: str | None) -> View:
     shown = rows[start : start + limit]
     more = start + limit < len(rows)
     return {"items": shown, "next_cursor": keys[start + limit - 1] if more else None}
+
+
+def batch_csv(batch_id: UUID, codes: list[str]) -> str:
+    """A header, then one `batch_id,code` line per code."""
+    return "batch_id,code\n" + "".join(f"{batch_id},{code}\n" for code in codes)

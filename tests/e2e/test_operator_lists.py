@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -227,3 +228,57 @@ def test_a_channels_stock_is_paged_by_product(api: Api, world: dict[str, Any]) -
     problem(top.get(f"/v1/channels/{top.id}/stock?after=x"), 422, "validation_failed")
     problem(top.get(f"/v1/channels/{top.id}/stock?limit=500"), 422, "validation_failed")
     problem(world["other"].get(f"/v1/channels/{top.id}/stock"), 404, "not_found")
+
+
+def test_an_inactive_batch_is_exported_once_as_csv_and_audited(
+    api: Api, world: dict[str, Any], database_url: str
+) -> None:
+    top, sub, other = world["top"], world["sub"], world["other"]
+    body = {"product_id": world["product_id"], "quantity": 2, "inactive": True}
+    issued = top.post("/v1/code-batches", body)
+    assert issued.status_code == 201, issued.text
+    batch, codes = issued.json()["id"], issued.json()["codes"]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        (sealed,) = conn.execute(
+            "SELECT sealed FROM sealed_batch_codes WHERE batch_id = %s", (batch,)
+        ).fetchone() or (None,)
+    assert sealed is not None and not any(code.encode() in bytes(sealed) for code in codes)
+
+    problem(other.post(f"/v1/code-batches/{batch}/export"), 404, "not_found")
+    problem(sub.post(f"/v1/code-batches/{batch}/export"), 404, "not_found")
+    problem(api.operator.post(f"/v1/code-batches/{batch}/export"), 403, "forbidden")
+    problem(top.post(f"/v1/code-batches/{uuid.uuid4()}/export"), 404, "not_found")
+    problem(top.post("/v1/code-batches/not-an-id/export"), 404, "not_found")
+    active = world["batches"]["top"]
+    problem(top.post(f"/v1/code-batches/{active}/export"), 409, "state_conflict")
+
+    exported = top.post(f"/v1/code-batches/{batch}/export")
+    assert exported.status_code == 200, exported.text
+    assert exported.headers["content-type"].startswith("text/csv")
+    lines = exported.text.splitlines()
+    assert lines[0] == "batch_id,code"
+    assert lines[1:] == [f"{batch},{code}" for code in codes]
+
+    problem(top.post(f"/v1/code-batches/{batch}/export"), 409, "state_conflict")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT sealed, exported_at FROM sealed_batch_codes WHERE batch_id = %s", (batch,)
+        ).fetchone()
+        audited = conn.execute(
+            "SELECT principal, channel_id, detail FROM audit_log WHERE kind = 'batch_export'"
+        ).fetchall()
+    assert row is not None and row[0] is None and row[1] is not None
+    assert len(audited) == 1
+    assert audited[0][1] == uuid.UUID(top.id) and batch in audited[0][2]
+    assert not any(code in audited[0][2] for code in codes)
+
+
+def test_two_exports_at_once_give_the_codes_to_one(api: Api, world: dict[str, Any]) -> None:
+    top = world["top"]
+    body = {"product_id": world["product_id"], "quantity": 1, "inactive": True}
+    issued = top.post("/v1/code-batches", body)
+    assert issued.status_code == 201, issued.text
+    batch = issued.json()["id"]
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda _: top.post(f"/v1/code-batches/{batch}/export"), range(4)))
+    assert sorted(r.status_code for r in replies) == [200, 409, 409, 409], [r.text for r in replies]

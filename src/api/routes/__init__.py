@@ -2,6 +2,7 @@
 
 from api.routes import (
     audit,
+    batches,
     cards,
     codes,
     consumptions,
@@ -23,6 +24,7 @@ ROUTERS = [
     for module in (
         distribution,
         codes,
+        batches,
         recharges,
         merchants,
         members,

@@ -38,6 +38,8 @@ def issue_codes(
         batch, codes = services.distribution.issue_codes(
             batch_id, channel_id, product_id, body.quantity, body.expires_at, body.inactive
         )
+        if batch.inactive:
+            services.sealed_codes.keep(batch.id, channel_id, codes)  # for its one export
         return 201, code_batch_issued(batch, codes)
 
     return call.run(command, sealed=True)

@@ -8,6 +8,7 @@ from adapters.audit_log import AuditLog
 from adapters.database import application_env, open_pool
 from adapters.payments import gateways
 from adapters.rate_limits import RateLimiter
+from adapters.sealed_codes import SealedBatchCodes
 from adapters.settings import Settings
 from adapters.sms import NoSmsProvider, SandboxSms
 from adapters.tokens import PostgresMemberTokens
@@ -70,4 +71,5 @@ def build_services(settings: Settings, database_url: str, runtime: Any) -> Servi
         ),
         sandbox_sms=sandbox_sms,
         audit_log=AuditLog(pool),
+        sealed_codes=SealedBatchCodes(pool, settings.secret_bytes),
     )
