@@ -252,12 +252,22 @@ def test_an_inactive_batch_is_exported_once_as_csv_and_audited(
     active = world["batches"]["top"]
     problem(top.post(f"/v1/code-batches/{active}/export"), 409, "state_conflict")
 
-    exported = top.post(f"/v1/code-batches/{batch}/export")
+    problem(
+        top.post(f"/v1/code-batches/{batch}/export", idempotency_key=None),
+        400,
+        "idempotency_key_missing",
+    )
+    key = uuid.uuid4().hex
+    exported = top.post(f"/v1/code-batches/{batch}/export", idempotency_key=key)
     assert exported.status_code == 200, exported.text
     assert exported.headers["content-type"].startswith("text/csv")
     lines = exported.text.splitlines()
     assert lines[0] == "batch_id,code"
     assert lines[1:] == [f"{batch},{code}" for code in codes]
+    # the answer lost, the same request again gets the same codes; a new one gets none
+    again = top.post(f"/v1/code-batches/{batch}/export", idempotency_key=key)
+    assert (again.status_code, again.text) == (200, exported.text)
+    assert again.headers["content-type"].startswith("text/csv")
 
     problem(top.post(f"/v1/code-batches/{batch}/export"), 409, "state_conflict")
     with psycopg.connect(database_url, autocommit=True) as conn:

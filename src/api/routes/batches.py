@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+import json
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Response
 
 from adapters.audit_log import AuditLine
-from api.auth import Principal, authenticate, require
+from api.auth import require
 from api.container import Services, get_services
+from api.idempotency import IdempotentCall, idempotent
 from api.presenters import batch_csv
 from api.routes.distribution import parse_id
 from ledger.errors import NotFound, StateConflict
@@ -21,12 +26,13 @@ router = APIRouter(prefix="/v1", tags=["codes"])
 )
 def export_batch(
     batch_id: str,
-    request: Request,
-    principal: Principal = Depends(authenticate),
+    call: IdempotentCall = Depends(idempotent),
     services: Services = Depends(get_services),
 ) -> Response:
     """The codes of the channel's own inactive batch, once (a second export is a
-    `state_conflict`); the export is written to the audit log."""
+    `state_conflict`); the export is written to the audit log. A retry with the same
+    Idempotency-Key (its answer lost) gets the same CSV again, kept sealed."""
+    principal, request = call.principal, call.request
     require(principal, "channel")
     assert principal.channel_id is not None
     channel_id = principal.channel_id
@@ -49,5 +55,11 @@ def export_batch(
             )
         )
 
-    codes = services.sealed_codes.export(batch.id, channel_id, audit)
-    return Response(batch_csv(batch.id, codes), media_type="text/csv")
+    def command(_: UUID) -> tuple[int, dict[str, Any]]:
+        codes = services.sealed_codes.export(batch.id, channel_id, audit)
+        return 200, {"csv": batch_csv(batch.id, codes)}
+
+    answer = call.run(command, sealed=True)
+    if answer.status_code != 200:
+        return answer
+    return Response(json.loads(bytes(answer.body))["csv"], media_type="text/csv")
