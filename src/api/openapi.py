@@ -135,6 +135,7 @@ DOMAIN_CODES: dict[tuple[str, str], tuple[str, ...]] = {
     ("post", "/v1/code-batches"): ("insufficient_stock", "channel_suspended"),
     ("post", "/v1/code-activations"): ("code_invalid", "state_conflict"),
     ("post", "/v1/code-voids"): ("code_invalid", "state_conflict"),
+    ("post", "/v1/code-batches/{batch_id}/export"): ("state_conflict",),
     ("post", "/v1/verification-codes"): ("channel_suspended", "rate_limited"),
     ("post", "/v1/recharges"): (
         "code_malformed",
