@@ -122,14 +122,11 @@ class DirectoryReader:
         self.pool = pool
 
     def subtree(self, channel_id: Any) -> list[Any]:
-        """The channel and every channel below it."""
-        return [
-            row[0]
-            for row in self._rows(
-                "SELECT id FROM directory_channels WHERE id = %s OR %s = ANY(ancestry)",
-                (channel_id, channel_id),
-            )
-        ]
+        """The channel (even before the view has its row) and every channel below it."""
+        below = self._rows(
+            "SELECT id FROM directory_channels WHERE %s = ANY(ancestry)", (channel_id,)
+        )
+        return [channel_id, *(row[0] for row in below)]
 
     def channels(
         self, within: Any | None, parent_id: Any | None, after: Any, limit: int
