@@ -26,6 +26,16 @@ def health(services: Services = Depends(get_services)) -> Any:
     return {"status": "ok", "database": "ok", "sandbox": services.settings.sandbox}
 
 
+@router.get("/health/ready")
+def ready(services: Services = Depends(get_services)) -> Any:
+    """Readiness for the load balancer: 503 while the database is away, so no request is sent
+    to a process that could not record it."""
+    error = services.views.database_error()
+    if error is not None:
+        return JSONResponse({"status": "unavailable", "database": f"error: {error}"}, 503)
+    return {"status": "ready", "database": "ok"}
+
+
 @router.get("/metrics")
 def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
