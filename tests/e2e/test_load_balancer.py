@@ -298,8 +298,10 @@ def test_nothing_is_lost_or_doubled_when_an_api_process_dies_behind_the_balancer
 def test_the_api_sees_the_client_behind_the_balancer_not_a_forged_header(
     cluster: Cluster, db: psycopg.Connection[Any]
 ) -> None:
-    """From 127.0.0.2, with a forged X-Forwarded-For: the refusal's audit line names 127.0.0.2
-    (HAProxy replaced the header; the API believed it from the trusted 127.0.0.1)."""
+    """From 127.0.0.2, with a forged X-Forwarded-For: the refusal's audit line names 127.0.0.2,
+    not the balancer's 127.0.0.1 (HAProxy forwarded the client's address; the API believed it
+    from the trusted 127.0.0.1) nor the forged one. (The forged header alone would not pass
+    either way: the API takes the right-most untrusted address; HAProxy drops it besides.)"""
     path = f"/v1/channels/{uuid.uuid4()}/funds"
     transport = httpx.HTTPTransport(local_address="127.0.0.2")
     with httpx.Client(transport=transport, timeout=10) as http:
@@ -308,6 +310,10 @@ def test_the_api_sees_the_client_behind_the_balancer_not_a_forged_header(
             headers={"Authorization": "Bearer not-a-token", "X-Forwarded-For": "203.0.113.7"},
         )
     assert reply.status_code == 401, reply.text
-    row = db.execute("SELECT address FROM audit_log WHERE path = %s", (path,)).fetchone()
-    assert row is not None
+    written = time.monotonic() + 10
+    while (
+        row := db.execute("SELECT address FROM audit_log WHERE path = %s", (path,)).fetchone()
+    ) is None:
+        assert time.monotonic() < written, "no audit line for the refusal"
+        time.sleep(0.1)
     assert row[0] == "127.0.0.2"
