@@ -11,6 +11,7 @@ import hashlib
 import json as jsonlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +149,49 @@ def start_servers(
             server.stop()
         raise
     return servers
+
+
+@contextmanager
+def sandbox_serving(
+    database_url: str, platform_port: int, name: str, **extra: str
+) -> Iterator[Server]:
+    """`ledger serve` in sandbox mode, its sandbox platform on `platform_port`, in a session of
+    its own, so that the platform is stopped too even when the server was killed."""
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix=f"ledger-e2e-{name}-", suffix=".log")[1])
+    env = {
+        **ledger_env(database_url),
+        "LEDGER_SANDBOX": "true",
+        "LEDGER_SANDBOX_PLATFORM_PORT": str(platform_port),
+        **extra,
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [ledger_command(), "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    started = Server(process, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        started.wait_healthy(deadline)
+        wait_for_port(platform_port, deadline, started)
+        yield started
+    finally:
+        started.stop()
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+
+
+def wait_for_port(port: int, deadline: float, server: Server) -> None:
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"the sandbox platform did not listen on {port}:\n{server.output()}")
 
 
 @pytest.fixture(scope="module")

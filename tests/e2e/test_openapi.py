@@ -8,20 +8,14 @@ bearer token, or a channel's or merchant's key signing each request) and no answ
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-import os
 import secrets
 import shutil
-import signal
-import subprocess
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -34,8 +28,8 @@ from hypothesis.errors import Unsatisfiable
 from openapi_spec_validator import validate
 from schemathesis import GenerationMode
 
-from tests.e2e.conftest import STARTUP_SECONDS, Server, free_port, ledger_command, ledger_env
-from tests.e2e.test_recharge_page import CHROMIUM_ARGS, wait_for_port
+from tests.e2e.conftest import Server, free_port, sandbox_serving
+from tests.e2e.test_recharge_page import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.e2e
 
@@ -48,31 +42,8 @@ TIMEOUT_MS = 20_000
 def server(database_url: str) -> Iterator[Server]:
     """Overrides conftest's server: sandbox mode, the sandbox platform on a free port."""
     platform_port = free_port()
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="ledger-openapi-", suffix=".log")[1])
-    env = {
-        **ledger_env(database_url),
-        "LEDGER_SANDBOX": "true",
-        "LEDGER_SANDBOX_PLATFORM_PORT": str(platform_port),
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [ledger_command(), "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    started = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        started.wait_healthy(deadline)
-        wait_for_port(platform_port, deadline, started)
+    with sandbox_serving(database_url, platform_port, "openapi") as started:
         yield started
-    finally:
-        started.stop()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")

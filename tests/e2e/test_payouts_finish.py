@@ -4,56 +4,18 @@ payout is made once."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from tests.e2e.conftest import STARTUP_SECONDS, Api, Server, free_port, ledger_command
+from tests.e2e.conftest import Api, free_port, sandbox_serving
 from tests.e2e.test_cards_api import Shop, cny
 
 pytestmark = pytest.mark.e2e
-
-
-@contextmanager
-def serving(database_url: str, platform_port: int, **extra: str) -> Iterator[Server]:
-    """`ledger serve` in a session of its own, so that its sandbox platform is stopped too
-    even when the process was killed."""
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="ledger-e2e-payouts-", suffix=".log")[1])
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "LEDGER_SANDBOX": "true",
-        "LEDGER_POOL_SIZE": "4",
-        "LEDGER_SANDBOX_PLATFORM_PORT": str(platform_port),
-        **extra,
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [ledger_command(), "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    started = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        started.wait_healthy(time.monotonic() + STARTUP_SECONDS)
-        yield started
-    finally:
-        started.stop()
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
 
 
 def payouts_made(database_url: str) -> list[tuple[Any, ...]]:
@@ -74,7 +36,9 @@ def test_a_withdrawal_killed_after_its_payout_is_finished_by_the_sweeper_paid_on
     database_url: str, tokens: dict[str, str], http: httpx.Client
 ) -> None:
     platform_port = free_port()
-    with serving(database_url, platform_port, LEDGER_SANDBOX_PAYOUT_EXIT="true") as first:
+    with sandbox_serving(
+        database_url, platform_port, "payouts", LEDGER_SANDBOX_PAYOUT_EXIT="true"
+    ) as first:
         api = Api(http, first.base_url, tokens)
         shop = Shop(api)
         owner, alice, bob = (shop.member(n) for n in ("Owner", "Alice", "Bob"))
@@ -100,7 +64,9 @@ def test_a_withdrawal_killed_after_its_payout_is_finished_by_the_sweeper_paid_on
     assert made[1] == 200
     assert withdrawal_events(database_url, withdrawal_id) == ["Requested"]
 
-    with serving(database_url, platform_port, LEDGER_PAYOUT_GRACE_SECONDS="1") as second:
+    with sandbox_serving(
+        database_url, platform_port, "payouts", LEDGER_PAYOUT_GRACE_SECONDS="1"
+    ) as second:
         api = Api(http, second.base_url, tokens)
         alice = alice.at(second.base_url)
         deadline = time.monotonic() + 60

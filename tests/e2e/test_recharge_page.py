@@ -7,13 +7,8 @@ typed and tapped in the page; what the page shows is checked in the words a pers
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,13 +20,11 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import (
-    STARTUP_SECONDS,
     Api,
     Caller,
     Server,
     free_port,
-    ledger_command,
-    ledger_env,
+    sandbox_serving,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -62,41 +55,8 @@ def platform_port() -> int:
 @pytest.fixture(scope="module")
 def server(database_url: str, platform_port: int) -> Iterator[Server]:
     """Overrides conftest's server: sandbox mode, the sandbox platform on a free port."""
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="ledger-page-", suffix=".log")[1])
-    env = {
-        **ledger_env(database_url),
-        "LEDGER_SANDBOX": "true",
-        "LEDGER_SANDBOX_PLATFORM_PORT": str(platform_port),
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [ledger_command(), "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    started = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        started.wait_healthy(deadline)
-        wait_for_port(platform_port, deadline, started)
+    with sandbox_serving(database_url, platform_port, "page") as started:
         yield started
-    finally:
-        started.stop()
-        # serve stops the sandbox platform it started; its session is ours to clean up anyway
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-
-
-def wait_for_port(port: int, deadline: float, server: Server) -> None:
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    pytest.fail(f"the sandbox platform did not listen on {port}:\n{server.output()}")
 
 
 # the shop: a channel with stock and codes

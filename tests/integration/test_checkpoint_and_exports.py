@@ -123,8 +123,9 @@ def test_an_event_altered_before_the_head_is_reported(ledger_url: str) -> None:
 def test_a_rewritten_chain_escapes_verify_but_not_an_earlier_checkpoint(
     ledger_url: str, golden: Golden
 ) -> None:
-    """A channel renamed in the log (no view shows names) and the chain recomputed: the chain is
-    whole and every view agrees, so only the signed head hash of a checkpoint tells."""
+    """A channel renamed in the log and in the one view that shows names, and the chain
+    recomputed: the chain is whole and every view agrees with a rebuild, so only the signed head
+    hash of a checkpoint tells."""
     statement = take(ledger_url, SECRET)
     renamed = first_of(ledger_url, "distribution", "Channel.Registered")
     execute(
@@ -135,6 +136,14 @@ def test_a_rewritten_chain_escapes_verify_but_not_an_earlier_checkpoint(
         renamed,
     )
     rewrite_chain(ledger_url, "distribution")
+    ((live,),) = execute(
+        ledger_url, "SELECT live_version FROM projection_versions WHERE name = 'directory'"
+    )
+    execute(
+        ledger_url,
+        f"UPDATE directory_channels_v{live} SET name = 'West region' "
+        "WHERE name = 'East region' RETURNING 1",
+    )
 
     assert verify(ledger_url, app_env(ledger_url)).ok, "verify alone cannot see it"
     problems = check(ledger_url, statement, SECRET)
