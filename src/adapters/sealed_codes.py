@@ -1,4 +1,5 @@
-"""The clear codes of inactive batches, sealed at rest until their one export for printing.
+"""Clear codes sealed at rest: an inactive batch's until its one export for printing, and
+every new batch's from before its save until its answer is stored (`SealedIssuedCodes`).
 
 Codes are stored only as keyed hashes; an inactive batch's codes are also kept here, sealed
 with AES-GCM under a key derived from LEDGER_SECRET_KEY and bound to the batch and its
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger.errors import NotFound, StateConflict
@@ -65,3 +67,43 @@ class SealedBatchCodes:
 
 def context(batch_id: UUID, channel_id: UUID) -> bytes:
     return f"batch:{batch_id}\nchannel:{channel_id}".encode()
+
+
+class SealedIssuedCodes:
+    """The IssuedCodes vault: each attempt's clear codes sealed (AES-GCM, a key of its own
+    derived from LEDGER_SECRET_KEY, bound to batch and channel) in `issued_batch_codes` before
+    the batch is saved, dropped once its answer is stored. A connection per call: batches are
+    few, and the processes that issue them keep no idle connection for it."""
+
+    def __init__(self, database_url: str, master: bytes) -> None:
+        self.database_url = database_url
+        self.aead = AESGCM(hmac.new(master, b"issued-batch-codes-seal", hashlib.sha256).digest())
+
+    def keep(self, batch_id: UUID, channel_id: UUID, codes: list[str]) -> None:
+        nonce = os.urandom(12)
+        sealed = nonce + self.aead.encrypt(
+            nonce, "\n".join(codes).encode(), context(batch_id, channel_id)
+        )
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO issued_batch_codes (batch_id, channel_id, sealed) VALUES (%s, %s, %s)",
+                (batch_id, channel_id, sealed),
+            )
+
+    def recall(self, batch_id: UUID, channel_id: UUID) -> list[list[str]]:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT sealed FROM issued_batch_codes WHERE batch_id = %s AND channel_id = %s "
+                "ORDER BY id",
+                (batch_id, channel_id),
+            ).fetchall()
+        opened = []
+        for (sealed,) in rows:
+            sealed = bytes(sealed)
+            plain = self.aead.decrypt(sealed[:12], sealed[12:], context(batch_id, channel_id))
+            opened.append(plain.decode().split("\n"))
+        return opened
+
+    def forget(self, batch_id: UUID) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM issued_batch_codes WHERE batch_id = %s", (batch_id,))

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         description="Sandbox only, for crash tests: the process kills itself right after the "
         "sandbox payout is made, before the withdrawal records it.",
     )
+    ledger_sandbox_batch_exit: bool = Field(
+        default=False,
+        description="Sandbox only, for crash tests: the process kills itself right after a code "
+        "batch is saved, before its answer is stored.",
+    )
 
     @property
     def embedded(self) -> bool:

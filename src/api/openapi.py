@@ -132,7 +132,7 @@ DOMAIN_CODES: dict[tuple[str, str], tuple[str, ...]] = {
         "price_not_set",
         "channel_suspended",
     ),
-    ("post", "/v1/code-batches"): ("insufficient_stock", "channel_suspended"),
+    ("post", "/v1/code-batches"): ("insufficient_stock", "channel_suspended", "state_conflict"),
     ("post", "/v1/code-activations"): ("code_invalid", "state_conflict"),
     ("post", "/v1/code-voids"): ("code_invalid", "state_conflict"),
     ("post", "/v1/code-batches/{batch_id}/export"): ("state_conflict",),

@@ -204,7 +204,7 @@ def test_a_batch_larger_than_the_stock_on_hand_is_refused_and_records_nothing(
 def test_a_batch_id_is_issued_once(world: World) -> None:
     batch_id = uuid4()
     world.app.issue_codes(batch_id, world.shop, world.product, 2)
-    with pytest.raises(CodeInvalid):
+    with pytest.raises(StateConflict, match=str(batch_id)):
         world.app.issue_codes(batch_id, world.shop, world.product, 2)
     assert world.on_hand() == STOCK - 2
 

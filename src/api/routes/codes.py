@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -25,8 +27,9 @@ def issue_codes(
     call: IdempotentCall = Depends(idempotent),
     services: Services = Depends(get_services),
 ) -> Any:
-    """The codes are in this answer only (and in its idempotent replays); they are stored
-    nowhere in clear."""
+    """The codes are in this answer only (and in its idempotent replays, stored sealed); they
+    are stored nowhere in clear. A retry whose first answer was lost after the batch was saved
+    gets the same codes, kept sealed until an answer is stored."""
     require(call.principal, "channel")
     assert call.principal.channel_id is not None
     channel_id = call.principal.channel_id
@@ -40,9 +43,14 @@ def issue_codes(
         )
         if batch.inactive:
             services.sealed_codes.keep(batch.id, channel_id, codes)  # for its one export
+        if services.settings.sandbox and services.settings.ledger_sandbox_batch_exit:
+            os.kill(os.getpid(), signal.SIGKILL)  # crash tests: saved, answer not stored
         return 201, code_batch_issued(batch, codes)
 
-    return call.run(command, sealed=True)
+    answer = call.run(command, sealed=True)
+    if answer.status_code == 201:
+        services.distribution.codes_shown(call.command_id)
+    return answer
 
 
 @router.post("/code-activations")

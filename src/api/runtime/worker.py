@@ -16,6 +16,7 @@ from dramatiq.middleware import default_middleware
 from adapters.database import application_env
 from adapters.platform_gateway import HttpPlatformGateways
 from adapters.sandbox_payouts import PostgresSandboxPayouts
+from adapters.sealed_codes import SealedIssuedCodes
 from adapters.settings import Settings
 from adapters.webhooks import WebhookDelivery
 from ledger.cards.application import Cards
@@ -51,7 +52,9 @@ class Runtime:
             settings, database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="7"
         )
         self.settings = settings
-        self.distribution = Distribution(env=env)
+        self.distribution = Distribution(
+            env=env, issued_codes=SealedIssuedCodes(database_url, settings.secret_bytes)
+        )
         self.recharges = Recharges(env=env)
         self.payouts: Payouts | None = None
         if settings.sandbox:

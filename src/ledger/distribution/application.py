@@ -13,12 +13,15 @@ from ledger.distribution.channel import Channel
 from ledger.distribution.code_format import MalformedCode, keyed_hash, new_code
 from ledger.distribution.codes import MAX_BATCH, Code, CodeBatch, code_id
 from ledger.distribution.movements import Deposit, StockPurchase
+from ledger.distribution.ports import IssuedCodes
 from ledger.errors import (
     AlreadyExists,
     CodeInvalid,
     CodeMalformed,
+    DomainError,
     InvalidAmount,
     NotFound,
+    StateConflict,
 )
 from ledger.money import Money, require_quantity
 from ledger.postings import Postings
@@ -34,10 +37,21 @@ class CodeKeyMissing(RuntimeError):
     """The application was built without the key codes are hashed under: a deployment error."""
 
 
+class BatchCodesUnavailable(StateConflict):
+    """A batch was saved but its codes can no longer be shown: void it by its id."""
+
+
 class Distribution(LedgerApplication):
-    """Platforms, products, the channel tree, funds, prices and stock purchases."""
+    """Platforms, products, the channel tree, funds, prices and stock purchases.
+
+    `issued_codes` keeps a batch's clear codes sealed from before its save until its answer is
+    stored; without it a batch whose answer was lost can only be voided."""
 
     name = "distribution"
+
+    def __init__(self, env: Any = None, issued_codes: IssuedCodes | None = None) -> None:
+        super().__init__(env)
+        self.issued_codes = issued_codes
 
     @property
     def code_key(self) -> bytes:
@@ -193,16 +207,20 @@ class Distribution(LedgerApplication):
         expires_at: datetime | None = None,
         inactive: bool = False,
     ) -> tuple[CodeBatch, list[str]]:
-        """Issue a batch; the codes in clear are returned here and stored nowhere."""
+        """Issue a batch; the codes in clear are returned here, and kept sealed (when the
+        application has `issued_codes`) until `codes_shown`: the same batch id again, after a
+        crash lost the first answer, returns the codes that were saved."""
         if type(quantity) is not int or not 1 <= quantity <= MAX_BATCH:
             raise InvalidAmount(f"a batch has 1 to {MAX_BATCH} codes")
         product = self.product(product_id)
         clear = [new_code() for _ in range(quantity)]
         ids = [code_id(keyed_hash(self.code_key, c)) for c in clear]
+        if self.issued_codes is not None:
+            self.issued_codes.keep(batch_id, channel_id, clear)
 
         def decide() -> tuple[CodeBatch, list[str]]:
             if batch_id in self.repository:
-                raise CodeInvalid("this batch was already issued; its codes were shown then")
+                return self._issued_again(batch_id, channel_id)
             channel = self.channel(channel_id)
             self.check_line_active(channel)
             channel.hold_for_codes(batch_id, product.id, quantity)
@@ -237,7 +255,32 @@ class Distribution(LedgerApplication):
             self.save(batch, channel, *codes)
             return batch, clear
 
-        return self.commands.run(decide, channel_id)
+        try:
+            return self.commands.run(decide, channel_id)
+        except DomainError:
+            if self.issued_codes is not None and batch_id not in self.repository:
+                self.issued_codes.forget(batch_id)
+            raise
+
+    def codes_shown(self, batch_id: UUID) -> None:
+        """The batch's answer is stored (sealed) where its retries find it: drop the vault's."""
+        if self.issued_codes is not None:
+            self.issued_codes.forget(batch_id)
+
+    def _issued_again(self, batch_id: UUID, channel_id: UUID) -> tuple[CodeBatch, list[str]]:
+        """The codes a batch was saved with, from the vault; refused, naming the batch so that
+        it can be voided, when they are not there (never kept, or already forgotten)."""
+        batch = self._get(batch_id, CodeBatch, "code batch")
+        if batch.channel_id != channel_id:
+            raise AlreadyExists(f"the command id {batch_id} was used for another batch")
+        kept = self.issued_codes.recall(batch_id, channel_id) if self.issued_codes else []
+        for codes in kept:
+            if [code_id(keyed_hash(self.code_key, c)) for c in codes] == batch.code_ids:
+                return batch, codes
+        raise BatchCodesUnavailable(
+            f"code batch {batch_id} was issued but its codes can no longer be shown; "
+            f"void it with POST /v1/code-voids {{\"batch_id\": \"{batch_id}\"}}"
+        )
 
     def find_code(self, typed: str) -> Code:
         """The code a person typed: `code_malformed` for typos, `code_invalid` if unknown."""
