@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -24,6 +25,8 @@ console = Console(stderr=True)
 
 def database_url(settings: Settings) -> str:
     """The configured server, or the embedded one (started on demand), migrated."""
+    import psycopg
+
     from adapters import embedded
     from api.runtime.schema import apply_migrations
 
@@ -35,7 +38,12 @@ def database_url(settings: Settings) -> str:
         except embedded.EmbeddedPostgresUnavailable as error:
             console.print(f"[red]{error}[/red]")
             raise typer.Exit(2) from error
-    applied = apply_migrations(url)
+    try:
+        applied = apply_migrations(url)
+    except psycopg.OperationalError as error:
+        message = one_line(str(error).splitlines()[0] if str(error) else repr(error))
+        console.print(f"[red]cannot use the database: {message}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from error
     if applied:
         console.print(f"applied {applied} migration(s)")
     return url
@@ -316,15 +324,21 @@ def checkpoint(
         return
     import json
 
-    from projections.checkpoint import take
+    from projections.checkpoint import summary, take
 
     settings = Settings()
     statement = take(database_url(settings), settings.secret_bytes)
-    text = json.dumps(statement, indent=2, sort_keys=True, default=str)
+    text = json.dumps(statement, indent=2, ensure_ascii=False)
     if out:
-        with open(out, "w") as file:
-            file.write(text + "\n")
-        console.print(f"checkpoint written to {out} (heads: {statement['heads']})")
+        try:
+            with open(out, "w") as file:
+                file.write(text + "\n")
+        except OSError as error:
+            raise typer.BadParameter(
+                f"cannot write {out}: {error.strerror}", param_hint="--out"
+            ) from None
+        console.print(f"checkpoint written to {out}", highlight=False)
+        console.print(summary(statement), soft_wrap=True, highlight=False)
     else:
         print(text)
 
@@ -337,8 +351,14 @@ def checkpoint_verify(file: Annotated[str, typer.Argument(help="A checkpoint fil
     from projections.checkpoint import check
 
     settings = Settings()
-    with open(file) as handle:
-        statement = json.load(handle)
+    try:
+        with open(file) as handle:
+            statement = json.load(handle)
+        if not isinstance(statement, dict) or "signature" not in statement:
+            raise ValueError("no signed statement in it")
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        raise typer.BadParameter(f"{file} is not a checkpoint file: {reason}") from None
     problems = check(database_url(settings), statement, settings.secret_bytes)
     if problems:
         for problem in problems:
@@ -360,17 +380,11 @@ def export(
 ) -> None:
     """Write the journal or the balances of a period as CSV to stdout."""
     import csv
-    from datetime import UTC, datetime
 
     from adapters.database import open_pool
     from projections.journal import JournalReader
 
-    def moment(text: str | None) -> datetime | None:
-        if text is None:
-            return None
-        parsed = datetime.fromisoformat(text)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
+    since, until = moment(start, "--from"), moment(end, "--to")
     pool = open_pool(database_url(Settings()), size=2)
     writer = csv.writer(sys.stdout)
     reader = JournalReader(pool)
@@ -388,14 +402,32 @@ def export(
                     "kind",
                 ]
             )
-            for row in reader.lines(moment(start), moment(end)):
+            for row in reader.lines(since, until):
                 writer.writerow([row[0].isoformat(), *row[1:]])
         else:
             writer.writerow(["account", "asset", "opening", "debits", "credits", "closing"])
-            for row in reader.balances_between(moment(start), moment(end)):
+            for row in reader.balances_between(since, until):
                 writer.writerow(row)
     finally:
         pool.close()
+
+
+TIME_FORMS = (
+    "2026-12-01 (a day, from midnight UTC), 2026-12-01T09:30 (UTC) or 2026-12-01T09:30+08:00"
+)
+
+
+def moment(text: str | None, option: str) -> datetime | None:
+    """An option's ISO 8601 date or time; without an offset it is UTC. Anything else is a
+    usage error naming the forms accepted."""
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        message = f"{text!r} is not a date or time; give {TIME_FORMS}"
+        raise typer.BadParameter(message, param_hint=option) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def tool_env(settings: Settings, url: str) -> dict[str, str]:
@@ -454,18 +486,8 @@ def audit_export(
     kind: Annotated[str | None, typer.Option(help="Only lines of this kind")] = None,
 ) -> None:
     """Write the audit log's lines (oldest first, accounts masked) as CSV to stdout."""
-    from datetime import UTC, datetime
-
     from adapters.audit_log import KINDS, AuditFilter, AuditLog
     from adapters.database import open_pool
-
-    def moment(text: str | None, option: str) -> datetime | None:
-        try:
-            parsed = datetime.fromisoformat(text) if text else None
-        except ValueError:
-            message = f"{text!r} is not an ISO date or time"
-            raise typer.BadParameter(message, param_hint=option) from None
-        return parsed.replace(tzinfo=parsed.tzinfo or UTC) if parsed else None
 
     if kind is not None and kind not in KINDS:
         raise typer.BadParameter(f"one of {', '.join(KINDS)}", param_hint="--kind")
@@ -492,16 +514,27 @@ def call(
     method: Annotated[str, typer.Argument(help="GET, POST, PUT or DELETE")],
     path: Annotated[str, typer.Argument(help="e.g. /v1/channels/<id>/funds")],
     body: Annotated[str | None, typer.Option(help="JSON body")] = None,
-    key_id: Annotated[str | None, typer.Option(envvar="LEDGER_KEY_ID")] = None,
-    secret: Annotated[str | None, typer.Option(envvar="LEDGER_KEY_SECRET")] = None,
-    token: Annotated[str | None, typer.Option(envvar="LEDGER_TOKEN")] = None,
+    key_id: Annotated[
+        str | None,
+        typer.Option(
+            "--key-id", "--key", envvar="LEDGER_KEY_ID", help="A channel's or merchant's key id."
+        ),
+    ] = None,
+    secret: Annotated[
+        str | None, typer.Option(envvar="LEDGER_KEY_SECRET", help="That key's secret.")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="LEDGER_TOKEN", help="A bearer token (operator, finance, member)."),
+    ] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="default: a new one")] = None,
     base_url: Annotated[str, typer.Option(envvar="LEDGER_URL")] = "http://127.0.0.1:8000",
 ) -> None:
     """Send one request, signed with a key (signing v2: a fresh nonce, the Idempotency-Key
-    inside the signature) or carrying a bearer token; print the reply. What is given on the
-    command line wins over the environment: `--token` is used even when LEDGER_KEY_ID and
-    LEDGER_KEY_SECRET are set."""
+    inside the signature) or carrying a bearer token; print the reply's JSON on stdout, and on
+    stderr the principal used and the status. What is given on the command line wins over the
+    environment: `--token` is used even when LEDGER_KEY_ID and LEDGER_KEY_SECRET are set, and
+    `--key-id`/`--secret` even when LEDGER_TOKEN is."""
     import json
     import time
     import uuid
@@ -517,9 +550,15 @@ def call(
         return source is not None and source.name == "COMMANDLINE"
 
     if given("token") and (given("key_id") or given("secret")):
-        console.print("[red]give either --token or --key-id and --secret, not both[/red]")
-        raise typer.Exit(2)
-    use_key = bool(key_id and secret) and not given("token")
+        raise typer.BadParameter("give either --token or --key-id and --secret, not both")
+    if given("key_id") != given("secret"):
+        raise typer.BadParameter("--key-id and --secret go together")
+    if given("token"):
+        use_key = False
+    elif given("key_id"):
+        use_key = True
+    else:
+        use_key = bool(key_id and secret)
     method = method.upper()
     content = body.encode() if body else b""
     headers = {"Content-Type": "application/json"}
@@ -536,10 +575,24 @@ def call(
             "X-Nonce": nonce,
             "X-Signature": signature,
         }
+        origin = "--key-id" if given("key_id") else "LEDGER_KEY_ID"
+        principal = f"signed as key {key_id} (from {origin})"
     elif token:
         headers["Authorization"] = f"Bearer {token}"
-    reply = httpx.request(method, base_url + path, content=content, headers=headers)
-    console.print(f"{reply.status_code} {reply.reason_phrase}")
+        principal = "bearer token from " + ("--token" if given("token") else "LEDGER_TOKEN")
+    else:
+        principal = "anonymous: no --token or --key-id/--secret, nor LEDGER_TOKEN or LEDGER_KEY_ID"
+    console.print(principal, soft_wrap=True, highlight=False, markup=False)
+    try:
+        reply = httpx.request(method, base_url + path, content=content, headers=headers)
+    except httpx.TransportError as error:
+        console.print(
+            f"[red]cannot reach {base_url}: {one_line(str(error)) or type(error).__name__}; "
+            "is `ledger serve` (or scripts/run) running there? (--base-url or LEDGER_URL)[/red]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from error
+    console.print(f"{reply.status_code} {reply.reason_phrase}", highlight=False)
     try:
         print(json.dumps(reply.json(), indent=2, ensure_ascii=False))
     except ValueError:
@@ -549,7 +602,33 @@ def call(
 
 
 def main() -> None:
-    cli()
+    """The console script: a usage error (a bad option value, a missing argument, an unknown
+    command) is one plain line on stderr and exit status 2, never a traceback or a box."""
+    # typer carries its own copy of click; its exceptions are not the `click` package's.
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+    command = typer.main.get_command(cli)
+    try:
+        status = command.main(prog_name="ledger", standalone_mode=False)
+    except NoArgsIsHelpError as error:
+        print(error.ctx.get_help(), file=sys.stderr)
+        status = 2
+    except UsageError as error:
+        where = error.ctx.command_path if error.ctx is not None else "ledger"
+        message = one_line(error.format_message()).replace("Value error, ", "")
+        print(f"{where}: {message} (see {where} --help)", file=sys.stderr)
+        status = 2
+    except ClickException as error:
+        print(f"ledger: {one_line(error.format_message())}", file=sys.stderr)
+        status = error.exit_code
+    except typer.Abort:
+        print("ledger: stopped", file=sys.stderr)
+        status = 130
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

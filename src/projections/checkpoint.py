@@ -64,14 +64,26 @@ def take(database_url: str, secret: bytes, wait: float = 10.0) -> dict[str, Any]
     return statement
 
 
+FORMAT = 2
+"""Format 2 labels every balance ({account, asset, posted, pending}); format 1 (no `format`
+field) wrote them as bare [account, asset, posted, pending] arrays and is still checked."""
+
+
 def statement_at(conn: Any, heads: dict[str, int]) -> dict[str, Any]:
     balances = balances_at(conn, heads)
     trial: dict[str, int] = {}
-    for _account, asset, posted, _pending in balances:
-        trial[asset] = trial.get(asset, 0) + posted
+    for line in balances:
+        trial[line["asset"]] = trial.get(line["asset"], 0) + line["posted"]
     return {
         "kind": "membership-ledger checkpoint",
+        "format": FORMAT,
         "taken_at": datetime.now(UTC).isoformat(),
+        "about": {
+            "heads": "per log: the last event's position and its link in the hash chain",
+            "trial_balance": "posted amounts summed per asset: zero when every movement balances",
+            "balances": "per account and asset at the heads: posted, and pending (held); "
+            "amounts in minor units (fen) or units of stock",
+        },
         "heads": {
             name: {"notification_id": nid, "hash": chain_hash(conn, name, nid)}
             for name, nid in heads.items()
@@ -79,6 +91,25 @@ def statement_at(conn: Any, heads: dict[str, int]) -> dict[str, Any]:
         "trial_balance": dict(sorted(trial.items())),
         "balances": balances,
     }
+
+
+def summary(statement: dict[str, Any]) -> str:
+    """One line a person reads: when, up to which events, how many balances, the trial
+    balance."""
+    heads = ", ".join(
+        f"{name} at event {head['notification_id']}" for name, head in statement["heads"].items()
+    )
+    trial = statement["trial_balance"]
+    if all(total == 0 for total in trial.values()):
+        balanced = f"trial balance zero in all {len(trial)} assets"
+    else:
+        balanced = "trial balance NOT zero: " + ", ".join(
+            f"{asset} {total}" for asset, total in trial.items() if total
+        )
+    return (
+        f"checkpoint of {statement['taken_at']}: {heads}; "
+        f"{len(statement['balances'])} account balances; {balanced}"
+    )
 
 
 def chain_hash(conn: Any, application_name: str, notification_id: int) -> str | None:
@@ -93,8 +124,8 @@ def chain_hash(conn: Any, application_name: str, notification_id: int) -> str | 
     return bytes(row[0]).hex() if row else None
 
 
-def balances_at(conn: Any, heads: dict[str, int]) -> list[list[Any]]:
-    """[account, asset, posted, pending] from the journal lines up to the heads."""
+def balances_at(conn: Any, heads: dict[str, int]) -> list[dict[str, Any]]:
+    """{account, asset, posted, pending} from the journal lines up to the heads, by account."""
     rows = conn.execute(
         "SELECT account, asset, coalesce(sum(amount) FILTER (WHERE kind = 'posted'), 0)::bigint, "
         "coalesce(sum(amount) FILTER (WHERE kind = 'pending'), 0)::bigint FROM journal_lines "
@@ -102,7 +133,17 @@ def balances_at(conn: Any, heads: dict[str, int]) -> list[list[Any]]:
         "GROUP BY account, asset ORDER BY account, asset",
         (json.dumps(heads),),
     ).fetchall()
-    return [list(row) for row in rows]
+    return [
+        {"account": account, "asset": asset, "posted": posted, "pending": pending}
+        for account, asset, posted, pending in rows
+    ]
+
+
+def as_recorded(balances: list[dict[str, Any]], statement: dict[str, Any]) -> list[Any]:
+    """Balances in the statement's own format (format 1: bare arrays)."""
+    if statement.get("format", 1) >= 2:
+        return balances
+    return [[b["account"], b["asset"], b["posted"], b["pending"]] for b in balances]
 
 
 def check(database_url: str, statement: dict[str, Any], secret: bytes | None = None) -> list[str]:
@@ -126,7 +167,7 @@ def check(database_url: str, statement: dict[str, Any], secret: bytes | None = N
                     f"{name}: the chain no longer leads to the checkpoint's head "
                     f"{recorded['notification_id']} (expected {recorded['hash']}, found {found})"
                 )
-        if balances_at(conn, heads) != statement["balances"]:
+        if as_recorded(balances_at(conn, heads), statement) != statement["balances"]:
             problems.append("the journal no longer gives the checkpoint's balances at its heads")
     return problems
 
@@ -141,8 +182,12 @@ def chain_up_to(conn: Any, application_name: str, notification_id: int) -> str |
         if row.event is None or row.link is None:
             return f"broken at {row.notification_id}"
         previous = link(
-            previous, row.notification_id, row.event.originator_id,
-            row.event.originator_version, row.event.topic, row.event.state,
+            previous,
+            row.notification_id,
+            row.event.originator_id,
+            row.event.originator_version,
+            row.event.topic,
+            row.event.state,
         )
         if previous != row.link:
             return f"broken at {row.notification_id}"

@@ -120,7 +120,8 @@ class JournalReader:
         return {asset: (posted, pending) for asset, posted, pending in rows}
 
     def lines(self, start: datetime | None, end: datetime | None) -> Any:
-        """Every line recorded in [start, end), in log order, streamed."""
+        """Every line recorded in [start, end), in time order (recorded at, then position:
+        application, event, line), streamed."""
         with (
             self.pool.connection() as conn,
             conn.transaction(),
@@ -131,7 +132,7 @@ class JournalReader:
                 "SELECT recorded_at, application, notification_id, line, account, asset, amount, "
                 "kind FROM journal_lines WHERE (%(start)s::timestamptz IS NULL OR "
                 "recorded_at >= %(start)s) AND (%(end)s::timestamptz IS NULL OR "
-                "recorded_at < %(end)s) ORDER BY application, notification_id, line",
+                "recorded_at < %(end)s) ORDER BY recorded_at, application, notification_id, line",
                 {"start": start, "end": end},
             )
             yield from cursor

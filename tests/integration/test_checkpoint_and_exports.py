@@ -21,7 +21,7 @@ from ledger.distribution.application import Distribution
 from ledger.money import Money
 from ledger.postings import Holds, Postings
 from projections.catalog import APPLICATIONS, view
-from projections.checkpoint import check, take
+from projections.checkpoint import canonical, check, signing_key, take
 from projections.journal import JournalReader
 from projections.logs import read_events
 from projections.positions import head
@@ -89,9 +89,32 @@ def test_a_checkpoint_taken_then_checked_holds(ledger_url: str) -> None:
         stored = conn.execute(
             "SELECT account, asset, posted, pending FROM balances ORDER BY account, asset"
         ).fetchall()
-    assert statement["balances"] == [list(row) for row in stored], "journal and balances agree"
+    assert statement["format"] == 2
+    assert statement["balances"] == [
+        {"account": account, "asset": asset, "posted": posted, "pending": pending}
+        for account, asset, posted, pending in stored
+    ], "journal and balances agree, each balance labelled"
     assert statement["trial_balance"] and set(statement["trial_balance"].values()) == {0}
-    assert any(pending for *_, pending in statement["balances"]), "a hold is in it"
+    assert any(line["pending"] for line in statement["balances"]), "a hold is in it"
+
+
+def test_a_checkpoint_of_the_first_format_still_checks(ledger_url: str) -> None:
+    """Files written before balances were labelled ([account, asset, posted, pending]) are
+    still checked, signature and balances."""
+    statement = take(ledger_url, SECRET)
+    old = {k: v for k, v in statement.items() if k not in ("format", "about", "signature")}
+    old["balances"] = [
+        [b["account"], b["asset"], b["posted"], b["pending"]] for b in statement["balances"]
+    ]
+    key = signing_key(SECRET)
+    old["signature"] = key.sign(canonical(old)).hex()
+    assert check(ledger_url, old, SECRET) == []
+
+    old["balances"][0][2] += 1
+    old["signature"] = key.sign(canonical(old)).hex()
+    assert check(ledger_url, old, SECRET) == [
+        "the journal no longer gives the checkpoint's balances at its heads"
+    ]
 
 
 def test_a_checkpoint_still_holds_after_later_events(ledger_url: str, golden: Golden) -> None:
@@ -177,7 +200,7 @@ def test_an_altered_balance_line_is_reported(ledger_url: str) -> None:
 def test_a_checkpoint_file_edited_fails_its_signature(ledger_url: str) -> None:
     statement = take(ledger_url, SECRET)
     edited = json.loads(json.dumps(statement))
-    edited["balances"][0][2] += 100
+    edited["balances"][0]["posted"] += 100
     assert check(ledger_url, edited, SECRET) == [
         "the signature does not match the statement: the file was changed"
     ]
@@ -203,9 +226,19 @@ def test_ledger_checkpoint_and_checkpoint_verify_exit_0_then_1(
     path = tmp_path / "close.json"
     taken = run_ledger(ledger_url, "checkpoint", "--out", str(path), **env)
     assert taken.returncode == 0, taken.stderr
-    assert f"checkpoint written to {path}" in taken.stderr
     statement = json.loads(path.read_text())
+    heads = ", ".join(
+        f"{name} at event {head['notification_id']}" for name, head in statement["heads"].items()
+    )
+    assert taken.stderr.splitlines()[-2:] == [
+        f"checkpoint written to {path}",
+        f"checkpoint of {statement['taken_at']}: {heads}; {len(statement['balances'])} account "
+        f"balances; trial balance zero in all {len(statement['trial_balance'])} assets",
+    ], "two lines a person reads, no dict repr"
     assert check(ledger_url, statement, SECRET) == []
+    first = statement["balances"][0]
+    assert set(first) == {"account", "asset", "posted", "pending"}, "each balance labelled"
+    assert set(statement["about"]) == {"heads", "trial_balance", "balances"}
 
     held = run_ledger(ledger_url, "checkpoint", "verify", str(path), **env)
     assert held.returncode == 0, held.stderr
@@ -263,6 +296,11 @@ def journal_lines_from_the_logs(url: str) -> list[tuple[datetime, Line]]:
     return found
 
 
+def in_time_order(lines: list[tuple[datetime, Line]]) -> list[Line]:
+    """By the time recorded, then by position (application, event, line)."""
+    return [line for _, line in sorted(lines, key=lambda found: (found[0], found[1][:3]))]
+
+
 def export(url: str, what: str, *period: str) -> list[dict[str, str]]:
     done = run_ledger(url, "export", what, *period)
     assert done.returncode == 0, done.stderr
@@ -275,7 +313,9 @@ def test_ledger_export_journal_has_one_line_per_posting_of_the_period(
     start, end = golden.history.marks
     rows = export(ledger_url, "journal", "--from", start.isoformat(), "--to", end.isoformat())
 
-    expected = [line for at, line in journal_lines_from_the_logs(ledger_url) if start <= at < end]
+    expected = [
+        (at, line) for at, line in journal_lines_from_the_logs(ledger_url) if start <= at < end
+    ]
     exported = [
         (
             r["application"],
@@ -288,7 +328,10 @@ def test_ledger_export_journal_has_one_line_per_posting_of_the_period(
         )
         for r in rows
     ]
-    assert exported == sorted(expected), "every leg of the period, in log order, nothing else"
+    assert exported == in_time_order(expected), "every leg of the period, in time order"
+    assert exported != sorted(exported), "the history interleaves the logs: time order shows"
+    times = [datetime.fromisoformat(r["recorded_at"]) for r in rows]
+    assert times == sorted(times)
     assert {r["application"] for r in rows} == {"distribution", "cards"}
     assert all(start <= datetime.fromisoformat(r["recorded_at"]) < end for r in rows)
     totals: Counter[str] = Counter()
@@ -305,7 +348,7 @@ def test_the_journal_lines_without_a_period_are_every_line(ledger_url: str) -> N
         lines = [tuple(row[1:]) for row in JournalReader(pool).lines(None, None)]
     finally:
         pool.close()
-    assert lines == sorted(line for _, line in journal_lines_from_the_logs(ledger_url))
+    assert lines == in_time_order(journal_lines_from_the_logs(ledger_url))
 
 
 def test_ledger_export_balances_opening_plus_debits_minus_credits_is_closing(
