@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     ledger_recharge_deadline_seconds: int = Field(
         default=600, description="After this, a recharge with an unknown outcome goes to review."
     )
+    ledger_page_pending_notice_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="A recharge still pending this long after it was placed: the recharge page "
+        "says the platform has not confirmed it yet, that the code is kept for it, and what to do.",
+    )
     ledger_rate_account_per_minute: int = Field(default=10, description="Recharges per account.")
     ledger_rate_address_per_minute: int = Field(
         default=30, description="Recharges (and SMS sends) per client address."
