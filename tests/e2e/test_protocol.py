@@ -447,6 +447,49 @@ def test_ledger_call_signs_v2_and_an_explicit_token_wins_over_the_environments_k
     assert as_channel.returncode == 1 and "403" in as_channel.stderr, as_channel.stderr
 
 
+def test_ledger_call_names_the_principal_it_used_on_stderr(api: Api, world: World) -> None:
+    """stdout is the JSON answer alone; stderr says whose credentials signed or carried the
+    request and where they came from, then the status."""
+    top, broke = world.top, world.broke
+    assert top.key_id and top.key_secret and broke.key_id and broke.key_secret
+    keys = {"LEDGER_KEY_ID": top.key_id, "LEDGER_KEY_SECRET": top.key_secret}
+    finance = {"LEDGER_TOKEN": api.tokens["finance"]}
+
+    from_env = ledger_call(api, keys, "GET", funds_path(top))
+    assert from_env.returncode == 0, from_env.stderr
+    assert from_env.stderr.splitlines() == [
+        f"signed as key {top.key_id} (from LEDGER_KEY_ID)",
+        "200 OK",
+    ]
+    assert json.loads(from_env.stdout)["available"]["currency"] == "CNY"
+
+    token_given = ledger_call(
+        api, keys, "GET", "/v1/ledger/trial-balance", "--token", api.tokens["finance"]
+    )
+    assert token_given.stderr.splitlines() == ["bearer token from --token", "200 OK"]
+    assert json.loads(token_given.stdout)["balanced"] is True
+
+    token_from_env = ledger_call(api, finance, "GET", "/v1/ledger/trial-balance")
+    assert token_from_env.stderr.splitlines() == ["bearer token from LEDGER_TOKEN", "200 OK"]
+
+    # a key given on the command line wins over the environment's token and key alike
+    for flag in ("--key-id", "--key"):
+        key_given = ledger_call(
+            api, keys | finance, "GET", funds_path(broke), flag, broke.key_id,
+            "--secret", broke.key_secret,
+        )
+        assert key_given.returncode == 0, key_given.stderr
+        assert key_given.stderr.splitlines() == [
+            f"signed as key {broke.key_id} (from --key-id)", "200 OK"
+        ]
+        json.loads(key_given.stdout)
+
+    nobody = ledger_call(api, {}, "GET", "/v1/ledger/trial-balance")
+    assert nobody.returncode == 1
+    assert nobody.stderr.splitlines()[0].startswith("anonymous: no --token")
+    assert nobody.stderr.splitlines()[1].startswith("401")
+
+
 def test_an_unknown_or_malformed_key_is_refused(api: Api, world: World) -> None:
     for key_id in (
         f"ck_{uuid.uuid4().hex}",
