@@ -1,84 +1,164 @@
-"""Verification codes sent to the recharge account: 6 digits, 5 minutes, 5 tries,
-at most 3 sends per account in 10 minutes. Stored only as a keyed hash."""
+"""Verification codes sent to the recharge account: 6 digits, valid 5 minutes, each sender's
+wrong tries on a code counted apart. Stored as a keyed hash beside the random nonce the digits
+derive from (HMAC under a key derived from LEDGER_SECRET_KEY), never in clear.
+
+What an attacker who knows only the account can do, and what it cannot (issue 10, item 1):
+
+- Asking for a code again never replaces the code the user already holds: while a live code
+  has a minute or more left, a send re-sends that same code (its digits are derived again
+  from its nonce); otherwise a new code is issued and the older one stays valid until it
+  expires or is used. Several codes of one (channel, account) can so be live at once; any of
+  them is accepted.
+- Wrong tries are counted per (code, sender): five from one sender lock that code for that
+  sender only (423 there; everyone else's tries go on). A sender locked on the live code who
+  asks again gets a new code (its own fresh five tries); the user's code is untouched.
+- The bound against brute force: a code takes at most `TRIES_PER_CODE` wrong tries from all
+  senders together, then it is burned (refused for everyone; the next send issues a new one).
+  A guess is compared with every live code, and counted against each; so a code can be guessed
+  with probability at most TRIES_PER_CODE / 10**6 = 1.5e-5, and an account at most
+  (new codes it gets) x 1.5e-5: at the per-account ceiling of sends (placement.py), 20 an hour,
+  at most 3e-4 an hour, about 0.7 % a day of sustained attack from at least three addresses
+  per code, every code also landing on the user's phone. The price of that bound is the one
+  lever left: fifteen wrong tries from three addresses burn a code, and the user asks for
+  another (its own send quota is untouched).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
+import os
 from typing import Any
 from uuid import UUID
 
-from adapters.rate_limits import RateLimiter
-from ledger.errors import DomainError, RateLimited, VerificationFailed, VerificationLocked
-from ledger.recharges.ports import Limit, SmsSender
+from ledger.errors import DomainError, VerificationFailed, VerificationLocked
+from ledger.recharges.ports import SmsSender
 
 VALID_SECONDS = 300
-MAX_TRIES = 5
-SENDS = Limit(hits=3, window_seconds=600)
+RESEND_IF_LEFT_SECONDS = 60
+"""A live code with less than this left is not re-sent: a new one is issued."""
+TRIES_PER_SENDER = 5
+"""Wrong tries one sender has on one code."""
+TRIES_PER_CODE = 15
+"""Wrong tries one code takes from every sender together before it is burned."""
 
 
 class PostgresVerificationCodes:
     """The VerificationCodes port: codes kept as keyed hashes in PostgreSQL, sent by SMS."""
 
-    def __init__(self, pool: Any, key: bytes, sms: SmsSender, limiter: RateLimiter) -> None:
+    def __init__(self, pool: Any, key: bytes, sms: SmsSender) -> None:
         self.pool = pool
         self.key = key
+        self.digits_key = hmac.new(key, b"verification-code-digits", hashlib.sha256).digest()
         self.sms = sms
-        self.limiter = limiter
 
-    def send(self, channel_id: UUID, channel_name: str, account: str) -> None:
-        wait = self.limiter.hit(f"sms:{account}", SENDS)
-        if wait is not None:
-            raise RateLimited("at most 3 codes are sent to an account in 10 minutes", wait)
-        code = f"{secrets.randbelow(10**6):06d}"
-        with self.pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO verification_codes (channel_id, account, code_hash, expires_at) "
-                "VALUES (%s, %s, %s, now() + make_interval(secs => %s))",
-                (channel_id, account, self._hash(channel_id, account, code), VALID_SECONDS),
+    def send(self, channel_id: UUID, channel_name: str, account: str, sender: str) -> int:
+        """Re-send the newest live code `sender` may still try (with a minute or more left),
+        else issue a new one; the seconds the sent code stays valid."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(  # one send at a time per (channel, account): one new code, not two
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"verification:{channel_id}:{account}",),
             )
-        self.sms.send(account, f"[{channel_name}] Your verification code is {code}.", code)
+            row = conn.execute(
+                "SELECT v.nonce, ceil(extract(epoch FROM v.expires_at - now()))::int "
+                "FROM verification_codes v LEFT JOIN verification_attempts a "
+                "ON a.code_id = v.id AND a.sender = %s "
+                "WHERE v.channel_id = %s AND v.account = %s AND v.used_at IS NULL "
+                "AND v.nonce IS NOT NULL AND v.attempts < %s AND coalesce(a.wrong, 0) < %s "
+                "AND v.expires_at > now() + make_interval(secs => %s) "
+                "ORDER BY v.sent_at DESC LIMIT 1",
+                (
+                    sender,
+                    channel_id,
+                    account,
+                    TRIES_PER_CODE,
+                    TRIES_PER_SENDER,
+                    RESEND_IF_LEFT_SECONDS,
+                ),
+            ).fetchone()
+            if row is not None:
+                nonce, valid = bytes(row[0]), int(row[1])
+                code = self._digits(nonce)
+            else:
+                nonce, valid = os.urandom(16), VALID_SECONDS
+                code = self._digits(nonce)
+                conn.execute(
+                    "INSERT INTO verification_codes "
+                    "(channel_id, account, code_hash, nonce, expires_at) "
+                    "VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s))",
+                    (channel_id, account, self._hash(channel_id, account, code), nonce, valid),
+                )
+        minutes = max(1, valid // 60)
+        self.sms.send(
+            account,
+            f"[{channel_name}] Your verification code is {code}. "
+            f"It is valid for {minutes} minute{'s' if minutes != 1 else ''}.",
+            code,
+        )
+        return valid
 
-    def check(self, channel_id: UUID, account: str, code: str) -> None:
-        """Raise unless `code` is the latest unexpired, unused code with tries left. A wrong
-        try is counted in a transaction that commits before the refusal is raised."""
-        refusal = self._try(channel_id, account, code)
+    def check(self, channel_id: UUID, account: str, code: str, sender: str) -> None:
+        """Raise unless `code` is one of the account's live codes that `sender` may still try.
+        A wrong try is counted, against each such code, in a transaction that commits before
+        the refusal is raised."""
+        refusal = self._try(channel_id, account, code, sender)
         if refusal is not None:
             raise refusal
 
-    def _try(self, channel_id: UUID, account: str, code: str) -> DomainError | None:
+    def _try(self, channel_id: UUID, account: str, code: str, sender: str) -> DomainError | None:
         with self.pool.connection() as conn, conn.transaction():
-            row = conn.execute(
-                "SELECT sent_at, code_hash, attempts FROM verification_codes "
-                "WHERE channel_id = %s AND account = %s AND used_at IS NULL "
-                "AND expires_at > now() ORDER BY sent_at DESC LIMIT 1 FOR UPDATE",
-                (channel_id, account),
-            ).fetchone()
-            if row is None:
+            rows = conn.execute(
+                "SELECT v.id, v.code_hash, v.attempts, coalesce(a.wrong, 0) "
+                "FROM verification_codes v LEFT JOIN verification_attempts a "
+                "ON a.code_id = v.id AND a.sender = %s "
+                "WHERE v.channel_id = %s AND v.account = %s AND v.used_at IS NULL "
+                "AND v.expires_at > now() ORDER BY v.sent_at DESC FOR UPDATE OF v",
+                (sender, channel_id, account),
+            ).fetchall()
+            if not rows:
                 return VerificationFailed("no valid verification code: ask for a new one")
-            sent_at, stored, attempts = row
-            if attempts >= MAX_TRIES:
+            triable = [
+                (code_id, bytes(stored), attempts, wrong)
+                for code_id, stored, attempts, wrong in rows
+                if attempts < TRIES_PER_CODE and wrong < TRIES_PER_SENDER
+            ]
+            if not triable:
                 return VerificationLocked("too many wrong tries: ask for a new code")
-            if hmac.compare_digest(bytes(stored), self._hash(channel_id, account, code)):
+            typed = self._hash(channel_id, account, code)
+            if any(hmac.compare_digest(stored, typed) for _, stored, _, _ in triable):
                 return None
-            conn.execute(
-                "UPDATE verification_codes SET attempts = attempts + 1 "
-                "WHERE channel_id = %s AND account = %s AND sent_at = %s",
-                (channel_id, account, sent_at),
-            )
-        left = MAX_TRIES - attempts - 1
-        if left == 0:
+            for code_id, _, _, _ in triable:
+                conn.execute(
+                    "UPDATE verification_codes SET attempts = attempts + 1 WHERE id = %s",
+                    (code_id,),
+                )
+                conn.execute(
+                    "INSERT INTO verification_attempts (code_id, sender, wrong) "
+                    "VALUES (%s, %s, 1) ON CONFLICT (code_id, sender) "
+                    "DO UPDATE SET wrong = verification_attempts.wrong + 1",
+                    (code_id, sender),
+                )
+        left = max(
+            min(TRIES_PER_SENDER - wrong, TRIES_PER_CODE - attempts) - 1
+            for _, _, attempts, wrong in triable
+        )
+        if left <= 0:
             return VerificationLocked("too many wrong tries: ask for a new code")
         return VerificationFailed(f"the verification code is wrong ({left} tries left)")
 
     def use(self, channel_id: UUID, account: str) -> None:
+        """The code did its work: no live code of the (channel, account) is accepted again."""
         with self.pool.connection() as conn:
             conn.execute(
                 "UPDATE verification_codes SET used_at = now() WHERE channel_id = %s "
                 "AND account = %s AND used_at IS NULL",
                 (channel_id, account),
             )
+
+    def _digits(self, nonce: bytes) -> str:
+        number = int.from_bytes(hmac.new(self.digits_key, nonce, hashlib.sha256).digest(), "big")
+        return f"{number % 10**6:06d}"
 
     def _hash(self, channel_id: UUID, account: str, code: str) -> bytes:
         message = f"{channel_id}\n{account}\n{code}".encode()

@@ -22,7 +22,7 @@ from ledger.errors import (
     VerificationFailed,
 )
 from ledger.money import Money
-from ledger.recharges.placement import PlacementLimits, RechargePlacement
+from ledger.recharges.placement import PlacementLimits, RechargePlacement, SendLimits, sender_of
 from ledger.recharges.ports import Limit
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -49,15 +49,20 @@ class FakeVerification:
 
     def __init__(self) -> None:
         self.sent: list[tuple[UUID, str, str]] = []
+        self.senders: list[str] = []
         self.live: set[tuple[UUID, str]] = set()
         self.checked = 0
+        self.checked_by: list[str] = []
 
-    def send(self, channel_id: UUID, channel_name: str, account: str) -> None:
+    def send(self, channel_id: UUID, channel_name: str, account: str, sender: str) -> int:
         self.sent.append((channel_id, channel_name, account))
+        self.senders.append(sender)
         self.live.add((channel_id, account))
+        return 300
 
-    def check(self, channel_id: UUID, account: str, code: str) -> None:
+    def check(self, channel_id: UUID, account: str, code: str, sender: str) -> None:
         self.checked += 1
+        self.checked_by.append(sender)
         if (channel_id, account) not in self.live or code != "123456":
             raise VerificationFailed("the verification code is wrong")
 
@@ -230,3 +235,109 @@ def test_a_suspended_channel_has_no_active_channel_to_place_through() -> None:
 
     with pytest.raises(ChannelSuspended):
         desk.app.active_channel(desk.shop_id)
+
+
+# issue 10, item 1: nobody can use the verification flow against another person's account
+
+USER, ATTACKER = "203.0.113.7", "198.51.100.66"
+
+
+def test_sends_from_another_address_or_channel_do_not_use_up_the_users_own_quota() -> None:
+    """Before: three sends for the account from anywhere, through any channel, and the user's
+    own send was refused (429) on every channel."""
+    desk = Desk()
+    account = "13800138000"
+    other_shop = uuid4()
+    desk.app.register_channel(other_shop, "Another shop")
+    for _ in range(3):
+        desk.placement.send_verification_code(desk.shop, account, ATTACKER)
+    with pytest.raises(RateLimited) as refused:  # the attacker's own quota is spent
+        desk.placement.send_verification_code(desk.shop, account, ATTACKER)
+    assert "from here" in refused.value.detail
+
+    assert desk.placement.send_verification_code(desk.shop, account, USER) == 300
+    other = desk.app.active_channel(other_shop)
+    assert desk.placement.send_verification_code(other, account, USER) == 300
+    assert desk.placement.send_verification_code(other, account, ATTACKER) == 300
+    assert desk.verification.senders[-3:] == [USER, USER, ATTACKER]
+
+
+def test_one_address_cannot_reach_the_accounts_ceiling_through_many_channels() -> None:
+    desk = Desk(PlacementLimits(sends=SendLimits(Limit(3, 600), Limit(6, 3600), Limit(20, 3600))))
+    account = "13800138000"
+    shops = [desk.shop_id] + [uuid4() for _ in range(3)]
+    for shop in shops[1:]:
+        desk.app.register_channel(shop, f"Shop {shop.hex[:4]}")
+    sent = refused = 0
+    for shop in shops:
+        for _ in range(3):
+            try:
+                desk.placement.send_verification_code(
+                    desk.app.active_channel(shop), account, ATTACKER
+                )
+                sent += 1
+            except RateLimited:
+                refused += 1
+    assert (sent, refused) == (6, 6)
+    # the refused sends never reached the account's ceiling: only the six let through count
+    assert desk.counters.hits[f"sms-account:{account}"] == 6
+    desk.placement.send_verification_code(desk.shop, account, USER)
+
+
+def test_the_accounts_ceiling_takes_many_addresses_and_counts_only_sends_let_through() -> None:
+    limits = PlacementLimits(sends=SendLimits(Limit(3, 600), Limit(6, 3600), Limit(20, 3600)))
+    desk = Desk(limits)
+    account = "13800138000"
+    attackers = [f"198.51.100.{n}" for n in range(1, 8)]
+    let_through = 0
+    for address in attackers:
+        for _ in range(5):
+            try:
+                desk.placement.send_verification_code(desk.shop, account, address)
+                let_through += 1
+            except RateLimited:
+                pass
+    # 3 from each of the first six addresses and 2 from the seventh: the ceiling of 20
+    assert let_through == 20
+    with pytest.raises(RateLimited) as refused:
+        desk.placement.send_verification_code(desk.shop, account, USER)
+    assert "from everywhere" in refused.value.detail
+
+
+def test_an_accounts_recharge_limit_is_per_sender_below_a_ceiling_five_times_higher() -> None:
+    """Before: ten tries a minute for the account from anywhere and the user got 429."""
+    desk = Desk(PlacementLimits(account_per_minute=2))
+    account = "13800138000"
+    desk.verification.send(desk.shop_id, "Pudong shop", account, USER)
+    for _ in range(2):
+        with pytest.raises(VerificationFailed):
+            desk.placement.place(uuid4(), desk.shop, account, desk.codes[0], "000000", ATTACKER)
+    with pytest.raises(RateLimited):
+        desk.placement.place(uuid4(), desk.shop, account, desk.codes[0], "000000", ATTACKER)
+
+    desk.placement.place(uuid4(), desk.shop, account, desk.codes[0], "123456", USER)
+    assert desk.app.find_code(desk.codes[0]).status == "reserved"
+    assert desk.verification.checked_by == [ATTACKER, ATTACKER, USER]
+
+
+def test_the_accounts_recharge_ceiling_counts_only_tries_let_through() -> None:
+    desk = Desk(PlacementLimits(account_per_minute=2))
+    account = "13800138000"
+    for n in range(5):
+        address = f"198.51.100.{n}"
+        for _ in range(3):  # the third from each address is its own 429, not the account's
+            with pytest.raises((VerificationFailed, RateLimited)):
+                desk.placement.place(uuid4(), desk.shop, account, desk.codes[0], "1", address)
+    assert desk.counters.hits[f"recharge-account:{account}"] == 10  # the ceiling, 5 x 2
+    with pytest.raises(RateLimited) as refused:
+        desk.placement.place(uuid4(), desk.shop, account, desk.codes[0], "123456", USER)
+    assert "everywhere" in refused.value.detail
+
+
+def test_the_sender_is_the_users_address_an_ipv6_one_by_its_64_or_the_channels_server() -> None:
+    desk = Desk()
+    assert sender_of(desk.shop, "203.0.113.7") == "203.0.113.7"
+    assert sender_of(desk.shop, "2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert sender_of(desk.shop, "2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert sender_of(desk.shop, "::ffff:203.0.113.7") == "203.0.113.7"
+    assert sender_of(desk.shop, None) == f"channel:{desk.shop_id}"

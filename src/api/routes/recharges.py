@@ -46,8 +46,8 @@ def send_verification_code(
     address = end_user_address(request, call.principal, None)
 
     def command(_: UUID) -> tuple[int, dict[str, Any]]:
-        services.placement.send_verification_code(channel, body.account, address)
-        return 202, {"account": body.account, "expires_in": 300}
+        valid = services.placement.send_verification_code(channel, body.account, address)
+        return 202, {"account": body.account, "expires_in": valid}
 
     return call.run(command)
 

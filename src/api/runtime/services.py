@@ -59,9 +59,7 @@ def build_services(settings: Settings, database_url: str, runtime: Any) -> Servi
         placement=RechargePlacement(
             distribution,
             limiter,
-            PostgresVerificationCodes(
-                pool, settings.secret_bytes, sandbox_sms or NoSmsProvider(), limiter
-            ),
+            PostgresVerificationCodes(pool, settings.secret_bytes, sandbox_sms or NoSmsProvider()),
             PlacementLimits(
                 account_per_minute=settings.ledger_rate_account_per_minute,
                 address_per_minute=settings.ledger_rate_address_per_minute,

@@ -2,11 +2,20 @@
 
 The reservation is the Code aggregate's; the recharge saga starts from its event. What is not
 event-sourced (rate counters, the lock-out, verification codes) is reached through ports.
+
+Nobody can use the verification flow to stop another person's account from recharging (SPEC
+3.3, issue 10 item 1). Every quota on an account is kept per *sender* (the end user's address,
+an IPv6 one by its /64; or the channel's server when it passes no `user.ip`): a sender that is
+not the user uses up its own quota, not the user's. Above those, one ceiling per account,
+counted only for requests their sender's own quota let through, bounds what many senders
+together can do (SMS to one phone, guesses at its codes); it is set far above what one person
+needs, so reaching it takes many addresses, and even then the code the user holds stays valid.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
 from uuid import UUID
 
 from ledger.clock import Clock, utc_now
@@ -19,17 +28,49 @@ WRONG_CODES = (CodeMalformed, CodeInvalid)
 """The answers that reveal a guess, and so count towards the lock-out. A code already redeemed
 (a double tap after the first one went through) or expired was a real code: no guess."""
 LOCKOUT_WINDOW_SECONDS = 900
+ACCOUNT_CEILING_FACTOR = 5
+"""An account's recharges a minute from all senders together: this many times one sender's."""
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    """Verification codes sent to one account: per sender through one channel (the user's own
+    quota), per sender through every channel (so that one address cannot use many channels'
+    pages to reach the ceiling alone), and the account's ceiling (SMS to one phone)."""
+
+    per_sender: Limit = Limit(3, 600)
+    per_sender_all_channels: Limit = Limit(6, 3600)
+    per_account: Limit = Limit(20, 3600)
+
+
+def sender_of(channel: Channel, address: str | None) -> str:
+    """Whom an account's quotas and wrong tries are counted for: the end user's address (an
+    IPv6 address by its /64, what one subscriber is given), else the channel's server."""
+    if address is None:
+        return f"channel:{channel.id}"
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        mapped = ip.ipv4_mapped
+        if mapped is not None:
+            return str(mapped)
+        return str(ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True)
 class PlacementLimits:
-    """Recharges a minute per account, per address and per channel; wrong codes from one
-    address in 15 minutes before it is locked out."""
+    """Recharges a minute per account (from one sender; from all, ACCOUNT_CEILING_FACTOR
+    times that), per address and per channel; wrong codes from one address in 15 minutes
+    before it is locked out; verification codes sent."""
 
     account_per_minute: int = 10
     address_per_minute: int = 30
     channel_per_minute: int = 1200
     wrong_codes: int = 10
+    sends: SendLimits = SendLimits()
 
     @property
     def lockout(self) -> Limit:
@@ -38,6 +79,7 @@ class PlacementLimits:
     def per_minute(self, kind: str) -> Limit:
         hits = {
             "account": self.account_per_minute,
+            "account from everywhere": self.account_per_minute * ACCOUNT_CEILING_FACTOR,
             "address": self.address_per_minute,
             "channel": self.channel_per_minute,
         }[kind]
@@ -66,10 +108,21 @@ class RechargePlacement:
         self.limits = limits or PlacementLimits()
         self.clock = clock
 
-    def send_verification_code(self, channel: Channel, account: str, address: str | None) -> None:
+    def send_verification_code(self, channel: Channel, account: str, address: str | None) -> int:
+        """Send the account's live code again, or a new one; the seconds it stays valid. The
+        narrowest quota is counted first: a send its sender's own quota refuses never counts
+        towards the account's ceiling."""
         if address is not None:
             self._check_limit(f"sms-address:{address}", "address")
-        self.verification.send(channel.id, channel.name, account)
+        sender = sender_of(channel, address)
+        sends = self.limits.sends
+        self._check_sends(
+            f"sms:{account}:{channel.id}:{sender}", sends.per_sender, "from here through this page"
+        )
+        self._check_sends(f"sms-sender:{account}:{sender}", sends.per_sender_all_channels,
+                          "from here")  # fmt: skip
+        self._check_sends(f"sms-account:{account}", sends.per_account, "from everywhere")
+        return self.verification.send(channel.id, channel.name, account, sender)
 
     def place(
         self,
@@ -84,13 +137,15 @@ class RechargePlacement:
         """Every check, then the code is reserved for this recharge: its saga starts from the
         reservation. A guessed code (malformed or invalid) counts towards the address's
         lock-out."""
+        sender = sender_of(channel, address)
         if address is not None:
             self._check_locked_out(address)
-        self._check_limit(f"recharge-account:{account}", "account")
+        self._check_limit(f"recharge-account:{account}:{sender}", "account")
         if address is not None:
             self._check_limit(f"recharge-address:{address}", "address")
         self._check_limit(f"recharge-channel:{channel.id}", "channel")
-        self.verification.check(channel.id, account, verification_code)
+        self._check_limit(f"recharge-account:{account}", "account from everywhere")
+        self.verification.check(channel.id, account, verification_code, sender)
         try:
             code = self.distribution.find_code(typed_code)
             self.distribution.reserve_code(
@@ -106,6 +161,15 @@ class RechargePlacement:
         wait = self.counters.hit(scope, self.limits.per_minute(kind))
         if wait is not None:
             raise RateLimited(f"too many requests for this {kind}; try again in {wait} s", wait)
+
+    def _check_sends(self, scope: str, limit: Limit, whence: str) -> None:
+        wait = self.counters.hit(scope, limit)
+        if wait is not None:
+            raise RateLimited(
+                f"at most {limit.hits} verification codes are sent to an account {whence} in "
+                f"{limit.window_seconds // 60} minutes; try again in {wait} s",
+                wait,
+            )
 
     def _check_locked_out(self, address: str) -> None:
         lockout = self.limits.lockout

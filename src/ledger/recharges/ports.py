@@ -67,13 +67,19 @@ class SmsSender(Protocol):
 
 
 class VerificationCodes(Protocol):
-    """One-time codes sent to a recharge account (SPEC 3.3: 6 digits, 5 minutes, 5 tries)."""
+    """One-time codes sent to a recharge account (SPEC 3.3: 6 digits, 5 minutes, tries
+    bounded). `sender` is who asks or types: the end user's address (an IPv6 one by its /64),
+    or the channel's server when it passes none. No sender can make another's code invalid:
+    a send never replaces a live code, and a sender's wrong tries lock that code for it only;
+    a code's wrong tries from all senders together stay bounded (against brute force)."""
 
-    def send(self, channel_id: UUID, channel_name: str, account: str) -> None:
-        """Send a new code; RateLimited past the sends an account may get."""
+    def send(self, channel_id: UUID, channel_name: str, account: str, sender: str) -> int:
+        """Send the account's live code again, or a new one (the older stays valid); the
+        seconds the sent code stays valid."""
 
-    def check(self, channel_id: UUID, account: str, code: str) -> None:
-        """VerificationFailed or VerificationLocked unless `code` is the account's live code."""
+    def check(self, channel_id: UUID, account: str, code: str, sender: str) -> None:
+        """VerificationFailed or VerificationLocked unless `code` is one of the account's live
+        codes that `sender` may still try."""
 
     def use(self, channel_id: UUID, account: str) -> None:
         """The code did its work: it is not accepted again."""
