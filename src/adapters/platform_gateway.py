@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ledger.recharges.decisions import StepResult
+from ledger.recharges.decisions import Cause, StepResult
 
 if TYPE_CHECKING:
     from adapters.settings import Settings
@@ -103,9 +103,13 @@ def parse_time(text: Any) -> datetime:
 class _Untrusted(Exception):
     """The answer cannot be believed; the message becomes the ``unknown`` reason."""
 
+    def __init__(self, reason: str, cause: Cause = "untrusted") -> None:
+        super().__init__(reason)
+        self.cause: Cause = cause
 
-def _unknown(reason: str) -> StepResult:
-    return StepResult(outcome="unknown", reason=reason)
+
+def _unknown(reason: str, cause: Cause) -> StepResult:
+    return StepResult(outcome="unknown", reason=reason, cause=cause)
 
 
 class HttpPlatformGateway:
@@ -163,7 +167,7 @@ class HttpPlatformGateway:
             {"account": account, "product_code": product_code, "duration_days": duration_days},
         )
         if result.outcome == "not_found":  # the platform cannot not know an order just sent
-            return _unknown("the platform answered not_found to a recharge")
+            return _unknown("the platform answered not_found to a recharge", "untrusted")
         return result
 
     def order_status(self, order_no: str) -> StepResult:
@@ -185,17 +189,18 @@ class HttpPlatformGateway:
         try:
             reply = self._client.post(path, content=body, headers=headers)
         except httpx.TimeoutException as error:
-            return _unknown(f"timeout ({type(error).__name__})")
+            return _unknown(f"timeout ({type(error).__name__})", "timeout")
         except httpx.HTTPError as error:
-            return _unknown(f"transport error ({type(error).__name__}: {error})")
+            return _unknown(f"transport error ({type(error).__name__}: {error})", "transport")
         try:
             return self._read(reply, order_no, nonce)
         except _Untrusted as error:
-            return _unknown(str(error))
+            return _unknown(str(error), error.cause)
 
     def _read(self, reply: httpx.Response, order_no: str, nonce: str) -> StepResult:
         if reply.status_code != 200:
-            raise _Untrusted(f"http {reply.status_code}")
+            cause: Cause = "server_error" if reply.status_code >= 500 else "refused"
+            raise _Untrusted(f"http {reply.status_code}", cause)
         body = reply.content
         if len(body) > MAX_REPLY_BYTES:
             raise _Untrusted("reply too large")
@@ -219,7 +224,7 @@ class HttpPlatformGateway:
             raise _Untrusted("malformed reason")
         status = answer.get("status")
         if status == "processing":
-            return StepResult(outcome="unknown", reason=reason or "processing")
+            return StepResult(outcome="unknown", reason=reason or "processing", cause="processing")
         if status == "not_found":
             return StepResult(outcome="not_found", reason=reason)
         if status == "failed":

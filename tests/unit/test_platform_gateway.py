@@ -186,6 +186,7 @@ def test_failed_is_failed_with_the_reason() -> None:
 def test_processing_is_unknown() -> None:
     assert recharge(platform("processing")).outcome == "unknown"
     assert status_of(platform("processing")).outcome == "unknown"
+    assert status_of(platform("processing")).cause == "processing"
 
 
 def test_not_found_only_from_order_status() -> None:
@@ -203,6 +204,7 @@ def test_any_other_http_status_is_unknown(status_code: int) -> None:
     result = recharge(handle)
     assert result.outcome == "unknown"
     assert result.reason == f"http {status_code}"
+    assert result.cause == ("server_error" if status_code >= 500 else "refused")
     assert status_of(handle).outcome == "unknown"
 
 
@@ -224,6 +226,8 @@ def test_transport_failures_are_unknown(error: httpx.HTTPError) -> None:
 
     assert recharge(handle).outcome == "unknown"
     assert status_of(handle).outcome == "unknown"
+    timed_out = isinstance(error, httpx.TimeoutException)
+    assert recharge(handle).cause == ("timeout" if timed_out else "transport")
 
 
 def test_timeouts_are_bounded() -> None:

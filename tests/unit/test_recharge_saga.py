@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from ledger.errors import StateConflict
 from ledger.recharges.decisions import (
-    MAX_RECHARGE_ATTEMPTS,
     Fail,
     Review,
     Schedule,
@@ -68,9 +67,10 @@ def test_an_order_the_platform_never_saw_is_sent_again_with_the_same_order_numbe
     assert decision.step.kind == "recharge"
 
 
-def test_resending_is_bounded_then_an_operator_reviews():
-    decision = decide(Step(6, "query", NOW), "not_found", sent=MAX_RECHARGE_ATTEMPTS)
-    assert isinstance(decision, Review)
+def test_resending_is_not_counted_only_the_deadline_sends_to_review():
+    decision = decide(Step(6, "query", NOW), "not_found", sent=3, queries=3)
+    assert isinstance(decision, Schedule) and decision.step.kind == "recharge"
+    assert isinstance(decide(Step(6, "query", NOW), "not_found", now=DEADLINE, sent=3), Review)
 
 
 def test_past_the_deadline_an_unknown_outcome_goes_to_review():

@@ -1,9 +1,19 @@
 """The recharge saga's decisions: pure functions of its state, a step's result and the time.
 
-The platform is asked to recharge with the recharge id as its order number. An answer we
-cannot trust (timeout, 5xx, a lost reply) is never retried blindly: the order's status is
-queried first, with backoff, and only an order the platform never saw is sent again. Past the
-deadline an unknown outcome goes to an operator for review.
+The platform is asked to recharge with the recharge id as its order number. The retry policy,
+by what the last answer was:
+
+* a definite answer (credited, or an explicit failure) ends the saga;
+* an answer we cannot trust (transport error, timeout, 5xx or 4xx, a bad signature) or
+  `processing` never leads to a blind resend: the order's status is queried, with backoff
+  (`processing` is polled at a short steady pace: the platform has the order);
+* `not_found` to a status query (the platform definitely has no order) sends the order again,
+  with the same order number, after a short pause; an answer to it we cannot trust is queried
+  with the backoff, so the cycle slows down as it repeats.
+
+No count of answers sends a recharge to review: only the deadline does, so review means "we
+could not learn the outcome by the deadline", never "three unlucky answers". Steps are never
+scheduled past the deadline; the last one runs at it.
 """
 
 from __future__ import annotations
@@ -14,9 +24,14 @@ from typing import Literal
 
 Outcome = Literal["succeeded", "failed", "unknown", "not_found"]
 StepKind = Literal["recharge", "query"]
+Cause = Literal["transport", "timeout", "server_error", "refused", "untrusted", "processing"]
+"""Why an outcome is unknown: the error class the retry policy paces by."""
 
-QUERY_BACKOFF_SECONDS = (1, 2, 4, 8, 16, 30, 60)
-MAX_RECHARGE_ATTEMPTS = 3
+BACKOFF_SECONDS = (1, 2, 4, 8, 16, 30, 60)
+PROCESSING_POLL_SECONDS = 2
+RESEND_AFTER_SECONDS = 1
+"""A short pause before resending an order the platform said it never saw; the cycle stays
+paced by the growing backoff of the query that follows any answer we cannot trust."""
 DEADLINE = timedelta(minutes=10)
 
 
@@ -27,6 +42,11 @@ class StepResult:
     platform_order_id: str | None = None
     starts_at: datetime | None = None
     ends_at: datetime | None = None
+    cause: Cause | None = None
+
+    @property
+    def definite(self) -> bool:
+        return self.outcome in ("succeeded", "failed")
 
 
 @dataclass(frozen=True)
@@ -67,9 +87,14 @@ def first_step(now: datetime) -> Step:
     return Step(1, "recharge", now)
 
 
+def backoff(steps_so_far: int) -> timedelta:
+    """The wait before the next step, growing with the steps already run (capped)."""
+    index = min(max(steps_so_far - 1, 0), len(BACKOFF_SECONDS) - 1)
+    return timedelta(seconds=BACKOFF_SECONDS[index])
+
+
 def query_delay(queries_so_far: int) -> timedelta:
-    index = min(queries_so_far, len(QUERY_BACKOFF_SECONDS) - 1)
-    return timedelta(seconds=QUERY_BACKOFF_SECONDS[index])
+    return backoff(queries_so_far + 1)
 
 
 def after_step(
@@ -87,12 +112,24 @@ def after_step(
     if result.outcome == "failed":
         return Fail(result.reason or "the platform refused the recharge")
     if now >= deadline:
-        return Review(f"no certain answer from the platform by the deadline ({result.outcome})")
-    if result.outcome == "not_found":
-        if recharges_sent >= MAX_RECHARGE_ATTEMPTS:
-            return Review("the platform never received the order after repeated attempts")
-        return Schedule(Step(step.number + 1, "recharge", now))
-    return Schedule(Step(step.number + 1, "query", now + query_delay(queries_made)))
+        return Review(
+            f"the outcome could not be learnt by the deadline (last answer: {describe(result)})"
+        )
+    steps_so_far = recharges_sent + queries_made
+    if result.outcome == "not_found" and step.kind == "query":
+        wait = timedelta(seconds=RESEND_AFTER_SECONDS)
+        return Schedule(Step(step.number + 1, "recharge", min(now + wait, deadline)))
+    if result.cause == "processing":
+        wait = timedelta(seconds=PROCESSING_POLL_SECONDS)
+    else:
+        wait = backoff(steps_so_far)
+    return Schedule(Step(step.number + 1, "query", min(now + wait, deadline)))
+
+
+def describe(result: StepResult) -> str:
+    if result.cause is not None:
+        return f"{result.outcome}, {result.cause}"
+    return result.outcome
 
 
 def at_deadline(now: datetime, deadline: datetime) -> Decision | None:
