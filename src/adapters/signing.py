@@ -15,6 +15,10 @@ import secrets
 NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 """What a nonce may be: 16-64 characters of `[A-Za-z0-9_-]`."""
 
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+"""What a timestamp may be: unix seconds, 1-12 ASCII digits (`str.isdigit` also takes `¹²³`,
+which `int` refuses, and an integer of thousands of digits no clock can compare)."""
+
 
 def new_nonce() -> str:
     """A fresh nonce: 32 URL-safe characters from 24 random bytes."""
@@ -23,6 +27,10 @@ def new_nonce() -> str:
 
 def valid_nonce(nonce: str) -> bool:
     return NONCE.fullmatch(nonce) is not None
+
+
+def valid_timestamp(timestamp: str) -> bool:
+    return TIMESTAMP.fullmatch(timestamp) is not None
 
 
 def signing_string(

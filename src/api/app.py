@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.settings import Settings
 from api import openapi, problems
+from api.input_rules import StrictJsonBodies
 from api.metrics import RequestMetrics
 from api.problems import problem_response
 from api.routes import ROUTERS
@@ -92,6 +93,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     openapi.install(app, ROUTERS)
+    app.add_middleware(StrictJsonBodies)
     app.add_middleware(BodyLimit, max_bytes=settings.ledger_max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app

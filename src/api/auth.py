@@ -13,7 +13,7 @@ from uuid import UUID
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from adapters.signing import key_secret, sign_request, valid_nonce
+from adapters.signing import key_secret, sign_request, valid_nonce, valid_timestamp
 from adapters.tokens import new_token as new_token
 from adapters.tokens import token_hash
 from api.audit import record_use
@@ -94,9 +94,11 @@ class Authenticator:
         nonce = request.headers.get("X-Nonce", "")
         signature = request.headers.get("X-Signature", "").lower()
         party = party_of_key(key_id)
-        if party is None or not timestamp.isdigit() or len(signature) != 64:
+        if party is None or not valid_timestamp(timestamp) or len(signature) != 64:
             raise Problem(
-                "signature_invalid", "X-Key-Id, X-Timestamp, X-Nonce and X-Signature are needed"
+                "signature_invalid",
+                "X-Key-Id, X-Timestamp (unix seconds, at most 12 digits), X-Nonce and "
+                "X-Signature are needed",
             )
         if not valid_nonce(nonce):
             raise Problem("signature_invalid", "X-Nonce must be 16-64 characters of A-Za-z0-9_-")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     Field,
     StrictBool,
@@ -14,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from api.input_rules import Expiry
 from api.schemas import Body, MoneyIn, MoneyOut, Name
 from ledger.cards.application import MAX_USES
 from ledger.cards.splits import BASIS_POINTS, MAX_SHARED_CAP_BP
@@ -75,7 +75,7 @@ class Recipient(Body):
 class SharedCardIn(Recipient):
     discount_bp: Discount
     commission_bp: Commission
-    expires_at: AwareDatetime | None = None
+    expires_at: Expiry | None = None
     cap: MoneyIn | None = None
     max_uses: Annotated[StrictInt, Field(ge=1, le=MAX_USES)] | None = None
 

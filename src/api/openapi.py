@@ -44,7 +44,8 @@ SIGNING = (
     "`METHOD\\nPATH?QUERY\\nTIMESTAMP\\nNONCE\\nIDEMPOTENCY_KEY\\nSHA256_HEX(BODY)`\n\n"
     "where PATH?QUERY is the percent-decoded path, then `?` and the query string as sent "
     "(no `?` when there is none), "
-    "TIMESTAMP is `X-Timestamp` (unix seconds, within ±300 s of the server's clock), NONCE is "
+    "TIMESTAMP is `X-Timestamp` (unix seconds in 1-12 ASCII digits, within ±300 s of the "
+    "server's clock), NONCE is "
     "`X-Nonce` (16-64 characters of `[A-Za-z0-9_-]`, fresh for every request), "
     "IDEMPOTENCY_KEY is the `Idempotency-Key` header or empty, and SHA256_HEX(BODY) is the "
     "lowercase hex SHA-256 of the raw body (of the empty string when there is none). A wrong "
@@ -68,7 +69,7 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "type": "apiKey",
         "in": "header",
         "name": "X-Timestamp",
-        "description": "Unix seconds when the request was signed (±300 s).",
+        "description": "Unix seconds when the request was signed, 1-12 ASCII digits (±300 s).",
     },
     "signedNonce": {
         "type": "apiKey",
@@ -126,6 +127,7 @@ DOMAIN_CODES: dict[tuple[str, str], tuple[str, ...]] = {
     ),
     ("post", "/v1/channels/{channel_id}/deposits"): ("invalid_amount", "currency_mismatch"),
     ("put", "/v1/channels/{channel_id}/prices/{product_id}"): ("invalid_amount",),
+    ("put", "/v1/channels/{channel_id}/webhook"): ("address_not_allowed",),
     ("post", "/v1/stock-purchases"): (
         "invalid_amount",
         "insufficient_funds",
@@ -250,7 +252,7 @@ def describe_operation(operation: dict[str, Any], method: str, route: APIRoute) 
     if operation.get("parameters") or "requestBody" in operation:
         codes.append("validation_failed")
     if "requestBody" in operation:
-        codes.append("body_too_large")
+        codes += ["body_too_large", "unsupported_media_type"]
     if "{" in route.path_format or authenticated:
         codes.append("not_found")
     codes += DOMAIN_CODES.get((method, route.path_format), ())

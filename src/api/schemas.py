@@ -8,25 +8,36 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     AnyHttpUrl,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StrictBool,
     StrictInt,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
+from api.input_rules import Expiry, PlainText, refuse_control_characters_within
 from ledger.money import MAX_AMOUNT, MAX_QUANTITY, Money
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[
+    PlainText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Url = Annotated[AnyHttpUrl, Field(max_length=2000)]
 
 
 class Body(BaseModel):
+    """Every request body: no unknown fields, no string past 2000 characters, and no control
+    character in any string of any field (api/input_rules.py says which)."""
+
     model_config = ConfigDict(extra="forbid", str_max_length=2000)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def plain_text(cls, value: Any) -> Any:
+        return refuse_control_characters_within(value)
 
 
 class MoneyIn(Body):
@@ -127,7 +138,7 @@ ChannelRef = Annotated[str, Field(max_length=64)]
 class CodeBatchIn(Body):
     product_id: Annotated[str, Field(max_length=64)]
     quantity: Annotated[StrictInt, Field(ge=1, le=1000)]
-    expires_at: AwareDatetime | None = None
+    expires_at: Expiry | None = None
     inactive: StrictBool = False
 
 

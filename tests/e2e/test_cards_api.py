@@ -9,6 +9,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +295,7 @@ def test_bad_input_gets_a_problem_and_records_nothing(
     card = shop.open_card(owner)["id"]
     before = card_events()
     share = f"/v1/cards/{card}/shared-cards"
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
     cases = [
         (
             owner.post(share, {"discount_bp": 10_001, "commission_bp": 0, "publish": True}),
@@ -326,6 +328,14 @@ def test_bad_input_gets_a_problem_and_records_nothing(
                     "expires_at": "2020-01-01T00:00:00Z",
                 },
             ),
+            422,
+            "validation_failed",
+        ),
+        (
+            owner.post(
+                share,
+                {"discount_bp": 9000, "commission_bp": 0, "publish": True, "expires_at": soon},
+            ),
             201,
             None,
         ),
@@ -355,6 +365,7 @@ def test_bad_input_gets_a_problem_and_records_nothing(
             assert_problem(reply, status, code)
     assert card_events() == before + 3, "only the one good share recorded (card, main, platform)"
     claimer = shop.member("Late")
+    time.sleep(max(0.0, (datetime.fromisoformat(soon) - datetime.now(UTC)).total_seconds()) + 0.5)
     assert_problem(claimer.post(f"/v1/shared-cards/{expired_listing}/claims"), 409, "card_expired")
 
 

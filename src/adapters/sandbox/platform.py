@@ -18,6 +18,7 @@ from fastapi import Response
 
 from adapters.platform_gateway import encode_body, format_time, new_nonce, sign, signature_valid
 from adapters.sandbox.faults import Faults, FaultsUpdate
+from adapters.signing import valid_timestamp
 
 SIGNATURE_WINDOW_SECONDS = 300
 FAILED_ACCOUNT_REASON = "account_not_eligible: this account cannot receive memberships"
@@ -139,7 +140,7 @@ class SandboxPlatform:
         signature = headers.get("X-Signature", "")
         if partner_id != self.partner_id:
             raise Refused(401, "unknown_partner", "X-Partner-Id is not a known partner")
-        if not timestamp.isdigit() or not 8 <= len(nonce) <= 64 or len(signature) != 64:
+        if not valid_timestamp(timestamp) or not 8 <= len(nonce) <= 64 or len(signature) != 64:
             raise Refused(401, "signature_invalid", "X-Timestamp, X-Nonce and X-Signature needed")
         now = time.time()
         if abs(now - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:

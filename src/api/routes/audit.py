@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from adapters.audit_log import KINDS, AuditFilter
 from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
+from api.input_rules import Instant, canonical_uuid
 from api.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["operations"])
@@ -23,8 +24,8 @@ def audit_log(
     kind: str | None = None,
     channel_id: str | None = None,
     code: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,64}$")] = None,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Annotated[Instant | None, Query(alias="from")] = None,
+    until: Annotated[Instant | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     after: str | None = None,
 ) -> Any:
@@ -53,10 +54,12 @@ def parse_kind(kind: str | None) -> str | None:
 
 
 def parse_channel(channel_id: str | None) -> UUID | None:
-    try:
-        return UUID(channel_id) if channel_id is not None else None
-    except ValueError:
-        raise Problem("validation_failed", "channel_id is not a channel id", status=422) from None
+    if channel_id is None:
+        return None
+    found = canonical_uuid(channel_id)
+    if found is None:
+        raise Problem("validation_failed", "channel_id is not a channel id", status=422)
+    return found
 
 
 def parse_cursor(after: str | None) -> int | None:

@@ -11,6 +11,7 @@ from adapters.signing import key_secret, webhook_secret
 from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.input_rules import canonical_uuid
 from api.presenters import (
     balance,
     channel_created,
@@ -45,21 +46,21 @@ router = APIRouter(prefix="/v1", tags=["distribution"])
 
 
 def parse_id(value: str, what: str) -> UUID:
-    try:
-        return UUID(value)
-    except ValueError:
-        raise NotFound(f"{what} {value!r} not found") from None
+    """An id in its one canonical spelling (lowercase, hyphenated); any other finds nothing."""
+    found = canonical_uuid(value)
+    if found is None:
+        raise NotFound(f"{what} {value!r} not found")
+    return found
 
 
 def parse_cursor(after: str | None) -> UUID | None:
     """A page's cursor is the last id of the page before; anything else is bad input."""
     if after is None:
         return None
-    try:
-        return UUID(after)
-    except ValueError:
-        detail = "after is not a cursor of this list"
-        raise Problem("validation_failed", detail, status=422) from None
+    found = canonical_uuid(after)
+    if found is None:
+        raise Problem("validation_failed", "after is not a cursor of this list", status=422)
+    return found
 
 
 def visible_channel(distribution: Distribution, principal: Principal, channel_id: str) -> Channel:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import AwareDatetime
 
 from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
+from api.input_rules import AwareInstant
 from api.presenters import journal_page
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
@@ -19,7 +19,7 @@ AccountName = Path(min_length=3, max_length=300, pattern=r"^[a-z]+(:[A-Za-z0-9_.
 @router.get("/accounts/{account}/balance")
 def account_balance(
     account: str = AccountName,
-    as_of: AwareDatetime | None = Query(None, description="Balance by event time (UTC)."),
+    as_of: AwareInstant | None = Query(None, description="Balance by event time (UTC)."),
     principal: Principal = Depends(authenticate),
     services: Services = Depends(get_services),
 ) -> Any:

@@ -44,8 +44,13 @@ def get_merchant(
     principal: Principal = Depends(authenticate),
     services: Services = Depends(get_services),
 ) -> Any:
-    merchant = services.cards.merchant(parse_id(merchant_id, "merchant"))
-    return merchant_view(services.cards, merchant)
+    """A merchant's profile and its activities: for the operator and the merchant itself;
+    for anyone else it does not exist (404), as another party's card or channel."""
+    wanted = parse_id(merchant_id, "merchant")
+    itself = principal.role == "merchant" and principal.subject == wanted
+    if principal.role != "operator" and not itself:
+        raise NotFound(f"merchant {merchant_id} not found")
+    return merchant_view(services.cards, services.cards.merchant(wanted))
 
 
 @router.post("/merchants/{merchant_id}/activities", status_code=201, response_model=Created)
