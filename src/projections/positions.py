@@ -15,6 +15,15 @@ def head(conn: Any, application_name: str) -> int:
     return int(conn.execute(query).fetchone()[0])
 
 
+def events_after(conn: Any, application_name: str, after: int = 0) -> int:
+    """How many events a log holds past a position: not the head minus the position, since
+    positions have gaps (a transaction that rolled back used its numbers)."""
+    query = SQL("SELECT count(*) FROM {t} WHERE notification_id > %s").format(
+        t=Identifier(f"{application_name}_events")
+    )
+    return int(conn.execute(query, (after,)).fetchone()[0])
+
+
 def position(conn: Any, tracking_name: str, application_name: str) -> int:
     query = SQL("SELECT notification_id FROM {t} WHERE application_name = %s").format(
         t=Identifier(f"{tracking_name}_tracking")

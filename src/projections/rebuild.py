@@ -19,7 +19,7 @@ from psycopg.sql import SQL, Identifier
 
 from projections.base import View, versioned
 from projections.logs import decoded, read_events
-from projections.positions import head, live_version
+from projections.positions import events_after, head, live_version
 from projections.runner import lock_key
 
 BATCH = 1000
@@ -56,7 +56,9 @@ def rebuild(
         try:
             done = catch_up(database_url, view, applications, progress, batch)
             while not caught_up(conn, view, applications):
-                done += catch_up(database_url, view, applications, progress, batch)
+                done = catch_up(database_url, view, applications, progress, batch, done)
+            if progress:
+                progress(done, done)
             switch(conn, spec.view_class, new)
         except BaseException:
             drop_version(conn, spec.view_class, new)
@@ -72,18 +74,25 @@ def rebuild(
 
 
 def catch_up(
-    database_url: str, view: View, applications: list[Any], progress: Progress | None, batch: int
+    database_url: str,
+    view: View,
+    applications: list[Any],
+    progress: Progress | None,
+    batch: int,
+    done: int = 0,
 ) -> int:
-    """Apply every event past the view's positions, `batch` events per transaction."""
+    """Apply every event past the view's positions, `batch` events per transaction; the
+    events applied so far (`done` before this round) are reported out of the events there are
+    to apply, counted, not guessed from positions: a log's positions have gaps."""
+    starts = {a.name: view.max_tracking_id(a.name) or 0 for a in applications}
     with psycopg.connect(database_url, autocommit=True) as conn:
-        heads = {a.name: head(conn, a.name) for a in applications}
-    total = sum(heads[a.name] - (view.max_tracking_id(a.name) or 0) for a in applications)
-    done = 0
+        total = done + sum(events_after(conn, name, start) for name, start in starts.items())
     for application in applications:
-        start = view.max_tracking_id(application.name) or 0
         with psycopg.connect(database_url, autocommit=True) as reader:
             events = decoded(
-                application.mapper, application.name, read_events(reader, application.name, start)
+                application.mapper,
+                application.name,
+                read_events(reader, application.name, starts[application.name]),
             )
             while chunk := list(islice(events, batch)):
                 try:

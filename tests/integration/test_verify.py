@@ -22,6 +22,8 @@ from tests.integration.test_rebuild import (
     Golden,
     app_env,
     golden,
+    heads_and_events,
+    leave_gaps,
     ledger_url,
     run_ledger,
     stop_runners,
@@ -85,6 +87,25 @@ def test_a_clean_ledger_verifies(ledger_url: str) -> None:
         leftovers = [f"{base}_v0" for base in tables] + [f"verify_snapshot_{b}" for b in tables]
         assert not [name for name in leftovers if table_exists(conn, name)], "scratch tables left"
     assert seen[-1] == (sum(heads.values()), sum(heads.values()))
+
+
+def test_verify_progress_counts_events_not_positions(ledger_url: str, golden: Golden) -> None:
+    leave_gaps(ledger_url, golden.history.top)
+    heads, events = heads_and_events(ledger_url, APPLICATIONS)
+    assert heads > events, "the positions have gaps"
+    seen: list[tuple[int, int]] = []
+
+    report = verify(ledger_url, app_env(ledger_url), lambda *p: seen.append(p))
+
+    assert report.ok, str(report.divergence)
+    assert sum(report.events.values()) == events
+    assert seen[-1] == (events, events), "progress ends at 100 %"
+    assert all(done <= total == events for done, total in seen), seen
+
+    command = run_ledger(ledger_url, "verify")
+    assert command.returncode == 0, command.stderr
+    assert f"{events}/{events}" in command.stderr
+    assert f"/{heads}" not in command.stderr
 
 
 def test_a_ledger_whose_views_lag_behind_still_verifies(ledger_url: str, golden: Golden) -> None:
