@@ -344,7 +344,7 @@ def test_a_chinese_phone_recharges_and_is_told_the_plan_and_the_period(
     recharge_id = recharge_id_of(page)
     until = credited_until(shop, recharge_id)
     expect(page.locator("#status-message")).to_have_text(
-        f"充值成功！已为您的账号开通 {PLAN}，共 {PLAN_DAYS} 天，"
+        f"充值成功！已为您的账号开通「{PLAN}」，共 {PLAN_DAYS} 天，"
         f"有效期至 {until.year}年{until.month}月{until.day}日。祝您观影愉快。"
     )
     fits_the_phone(page)

@@ -151,7 +151,7 @@ def test_the_status_messages_name_the_plan_the_period_and_the_wait() -> None:
     done = {"status": "succeeded", "plan": "爱奇艺黄金会员 月卡", "days": 31}
     done["until"] = "2027年1月2日"
     assert status("zh", **done) == (
-        "充值成功！已为您的账号开通 爱奇艺黄金会员 月卡，共 31 天，"
+        "充值成功！已为您的账号开通「爱奇艺黄金会员 月卡」，共 31 天，"
         "有效期至 2027年1月2日。祝您观影愉快。"
     )
     assert status("en", **done | {"days": 1, "until": "January 2, 2027"}) == (
