@@ -18,11 +18,17 @@ from pydantic import (
     model_validator,
 )
 
-from api.input_rules import Expiry, PlainText, refuse_control_characters_within
+from api.input_rules import (
+    Expiry,
+    refuse_control_characters,
+    refuse_control_characters_within,
+)
 from ledger.money import MAX_AMOUNT, MAX_QUANTITY, Money
 
 Name = Annotated[
-    PlainText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(refuse_control_characters),
 ]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Url = Annotated[AnyHttpUrl, Field(max_length=2000)]

@@ -214,3 +214,9 @@ def test_other_bodies_are_refused_with_the_reason(body: bytes, why: str) -> None
 )
 def test_json_in_utf8_is_the_only_media_type(content_type: str | None, refused: bool) -> None:
     assert (media_type_refusal(content_type) is not None) == refused
+
+
+def test_a_name_is_still_stripped_and_never_blank() -> None:
+    assert schemas.ChannelIn(name="  Shop  ").name == "Shop"
+    with pytest.raises(ValidationError, match="at least 1 character"):
+        schemas.ChannelIn(name="   ")
