@@ -153,10 +153,11 @@ def start_servers(
 
 @contextmanager
 def sandbox_serving(
-    database_url: str, platform_port: int, name: str, **extra: str
+    database_url: str, platform_port: int, name: str, args: Sequence[str] = (), **extra: str
 ) -> Iterator[Server]:
-    """`ledger serve` in sandbox mode, its sandbox platform on `platform_port`, in a session of
-    its own, so that the platform is stopped too even when the server was killed."""
+    """`ledger serve` in sandbox mode (with `args` added, e.g. `--demo`), its sandbox platform on
+    `platform_port`, in a session of its own, so that the platform is stopped too even when the
+    server was killed."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix=f"ledger-e2e-{name}-", suffix=".log")[1])
     env = {
@@ -167,7 +168,7 @@ def sandbox_serving(
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [ledger_command(), "serve", "--port", str(port)],
+            [ledger_command(), "serve", "--port", str(port), *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
