@@ -20,7 +20,9 @@ The protocol (modelled on real partner APIs such as Alipay's, WeChat Pay's or Te
 
 Only a correctly signed 200 answer that belongs to this very request is believed. Anything else,
 a timeout, a refused connection, a 5xx or 4xx, a malformed or badly signed body, is ``unknown``:
-the adapter never guesses whether the platform credited the account.
+the adapter never guesses whether the platform credited the account. A base URL that resolves to
+an internal address is refused at the connection (`adapters.outbound`), unless allowed: nothing
+is sent, and the outcome is ``unknown`` too.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from adapters.outbound import AddressNotAllowed, OutboundAddresses, checked_transport
 from ledger.recharges.decisions import Cause, StepResult
 
 if TYPE_CHECKING:
@@ -124,17 +127,21 @@ class HttpPlatformGateway:
         *,
         max_connections: int = 20,
         transport: httpx.BaseTransport | None = None,
+        addresses: OutboundAddresses | None = None,
     ) -> None:
+        """`addresses`: the rule for outbound calls (internal addresses refused at the
+        connection unless it allows them); None lets every address through."""
         self.base_url = base_url.rstrip("/")
         self.partner_id = partner_id
         self._secret = secret
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._client = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_SECONDS),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            transport=transport,
+            limits=limits,
+            transport=transport or checked_transport(addresses, limits),
             follow_redirects=False,
         )
 
@@ -147,6 +154,7 @@ class HttpPlatformGateway:
             settings.ledger_platform_partner_id,
             settings.ledger_platform_secret,
             timeout=timeout,
+            addresses=OutboundAddresses(settings.outbound_allow_private),
         )
 
     def close(self) -> None:
@@ -188,6 +196,8 @@ class HttpPlatformGateway:
         headers = signed_headers(self._secret, self.partner_id, timestamp, nonce, body)
         try:
             reply = self._client.post(path, content=body, headers=headers)
+        except AddressNotAllowed as error:  # nothing was sent
+            return _unknown(f"outbound address refused ({error.detail})", "transport")
         except httpx.TimeoutException as error:
             return _unknown(f"timeout ({type(error).__name__})", "timeout")
         except httpx.HTTPError as error:

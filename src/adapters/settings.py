@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         "batch is saved, before its answer is stored.",
     )
 
+    ledger_outbound_allow_private: bool | None = Field(
+        default=None,
+        description="Let webhooks and platform gateway calls reach loopback, link-local, private "
+        "and metadata addresses; on by default only in sandbox mode.",
+    )
+
     @property
     def embedded(self) -> bool:
         return self.database_url is None
@@ -116,6 +122,11 @@ class Settings(BaseSettings):
     @property
     def sandbox(self) -> bool:
         return self.embedded if self.ledger_sandbox is None else self.ledger_sandbox
+
+    @property
+    def outbound_allow_private(self) -> bool:
+        allowed = self.ledger_outbound_allow_private
+        return self.sandbox if allowed is None else allowed
 
     @cached_property
     def secret_bytes(self) -> bytes:

@@ -1,11 +1,14 @@
 """Webhooks: each final state of a recharge is POSTed to the channel's URL, signed like a
 request (signing v2: X-Timestamp, X-Nonce, X-Signature over method, the URL's path?query,
 timestamp, nonce, an empty idempotency key and the body digest), with an event id the receiver
-de-duplicates on. Delivery is retried with backoff until a 2xx, each try with a fresh nonce."""
+de-duplicates on. Delivery is retried with backoff until a 2xx, each try with a fresh nonce.
+A URL that names or resolves to an internal address is refused at the connection
+(`adapters.outbound`) and not retried: nothing is sent there."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,7 +16,11 @@ from uuid import UUID
 
 import httpx
 
+from adapters.outbound import AddressNotAllowed, OutboundAddresses, checked_transport
 from adapters.signing import new_nonce, sign_request, webhook_secret
+
+log = logging.getLogger(__name__)
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
 class WebhookRefused(RuntimeError):
@@ -53,12 +60,24 @@ class WebhookDelivery:
     """Delivers channels' events, each signed with its channel's webhook secret (derived from
     the master secret, so none is stored)."""
 
-    def __init__(self, master: bytes) -> None:
+    def __init__(self, master: bytes, addresses: OutboundAddresses | None = None) -> None:
         self._master = master
-        self._http = httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0), follow_redirects=False)
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(10.0, connect=3.0),
+            follow_redirects=False,
+            limits=LIMITS,
+            transport=checked_transport(addresses, LIMITS),
+        )
 
     def deliver(self, channel_id: UUID, url: str, event: dict[str, Any]) -> int:
-        return deliver(self._http, url, webhook_secret(self._master, channel_id), event)
+        """The receiver's status; 0 when the URL's address is refused (not retried)."""
+        try:
+            return deliver(self._http, url, webhook_secret(self._master, channel_id), event)
+        except AddressNotAllowed as refused:
+            log.warning(
+                "webhook of channel %s not delivered, address refused: %s", channel_id, refused
+            )
+            return 0
 
     def close(self) -> None:
         self._http.close()

@@ -66,6 +66,7 @@ def settings_for(database_url: str, broker_url: str) -> Settings:
         database_url=database_url,
         broker_url=broker_url,
         ledger_sandbox=False,
+        ledger_outbound_allow_private=True,  # the sandbox platform is on 127.0.0.1
         ledger_secret_key="integration-secret",
         ledger_code_hash_key="integration-code-key",
         ledger_platform_secret=SECRET,

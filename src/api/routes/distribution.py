@@ -7,6 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
 
+from adapters.outbound import OutboundAddresses
 from adapters.signing import key_secret, webhook_secret
 from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
@@ -230,6 +231,7 @@ def set_webhook(
     channel = visible_channel(services.distribution, principal, channel_id)
     if channel.id != principal.channel_id:
         raise Problem("forbidden", "a channel sets only its own webhook")
+    OutboundAddresses(services.settings.outbound_allow_private).check_url(str(body.url))
     services.distribution.set_webhook(channel.id, str(body.url))
     return {
         "url": str(body.url),

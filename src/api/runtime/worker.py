@@ -14,6 +14,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import default_middleware
 
 from adapters.database import application_env
+from adapters.outbound import OutboundAddresses
 from adapters.platform_gateway import HttpPlatformGateways
 from adapters.sandbox_payouts import PostgresSandboxPayouts
 from adapters.sealed_codes import SealedIssuedCodes
@@ -61,7 +62,9 @@ class Runtime:
             self.payouts = PostgresSandboxPayouts(database_url, settings.ledger_sandbox_payout_exit)
         self.cards = Cards(env=env, payouts=self.payouts)
         self.gateways = HttpPlatformGateways(settings)
-        self.webhooks = WebhookDelivery(settings.secret_bytes)
+        self.webhooks = WebhookDelivery(
+            settings.secret_bytes, OutboundAddresses(settings.outbound_allow_private)
+        )
 
     def close(self) -> None:
         self.gateways.close()
