@@ -43,7 +43,12 @@ class Settings(BaseSettings):
     ledger_run_projections: bool = Field(
         default=True, description="Run the projection runners inside `ledger serve`."
     )
-    ledger_pool_size: int = Field(default=8, description="Connections per pool.")
+    ledger_db_connections: int = Field(
+        default=20,
+        ge=6,
+        description="The most PostgreSQL connections one process holds: every pool (the read "
+        "pool, each application's event store, the views, the saga starter) is sized from it.",
+    )
     ledger_platform_partner_id: str = Field(
         default="ledger-sandbox",
         description="Our partner id at the video platform (X-Partner-Id of the partner API).",

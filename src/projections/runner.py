@@ -13,19 +13,21 @@ import logging
 import threading
 import time
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import psycopg
-from eventsourcing.persistence import InfrastructureFactory
-from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
-from eventsourcing.projection import (
-    ApplicationSubscription,
-    EventSourcedProjection,
-    EventSourcedProjectionRunner,
-    Projection,
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    ListenNotifySubscription,
+    Tracking,
 )
+from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
+from eventsourcing.projection import EventSourcedProjection, Projection
 from eventsourcing.utils import Environment
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from projections.positions import head, live_version, position
 
@@ -78,7 +80,8 @@ class ViewFeed:
         view = self.view_class(
             datastore=shared.datastore(), tracking_table_name=f"{self.tracking_name}_tracking"
         )
-        return SharedRunner(shared.application(self.application_class), self.projection_class(view))
+        application = shared.application(self.application_class)
+        return SharedRunner(application, self.projection_class(view), view, shared.notifier)
 
 
 @dataclass(frozen=True)
@@ -102,43 +105,189 @@ class ProcessFeed:
         return str(self.process_class.name)
 
     def open(self, shared: Shared) -> Any:
-        return EventSourcedProjectionRunner(
-            application_class=self.application_class,
-            projection_class=self.process_class,
-            env=shared.env,
-        )
+        process = shared.process(self.process_class)
+        try:
+            application = shared.application(self.application_class)
+            return SharedRunner(
+                application, process, process.recorder, shared.notifier, owned=process
+            )
+        except BaseException:
+            process.close()
+            raise
+
+
+class Notifier:
+    """One LISTEN connection per process for the logs of every runner it runs.
+
+    Each subscription registers the event it waits on for its application's channel; a NOTIFY
+    on that channel sets them all. Without a subscription (a standby process) it holds no
+    connection. When its connection breaks, or is made again, every subscription is woken to
+    read what it may have missed (or to meet the error itself)."""
+
+    def __init__(self, database_url: str, prepare: Callable[[Any], Any] | None = None) -> None:
+        self.database_url = database_url
+        self.prepare = prepare
+        self._watchers: dict[str, set[threading.Event]] = {}
+        self._mutex = threading.Lock()
+        self._wanted = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connections = 0
+
+    def watch(self, channel: str, event: threading.Event) -> None:
+        with self._mutex:
+            self._watchers.setdefault(channel, set()).add(event)
+            self._wanted.set()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
+                self._thread.start()
+
+    def unwatch(self, channel: str, event: threading.Event) -> None:
+        with self._mutex:
+            self._watchers.get(channel, set()).discard(event)
+            if not self._watchers.get(channel):
+                self._watchers.pop(channel, None)
+            if not self._watchers:
+                self._wanted.clear()
+
+    def _wake(self, channel: str | None = None) -> None:
+        with self._mutex:
+            groups = [self._watchers.get(channel, set())] if channel else self._watchers.values()
+            events = [event for group in groups for event in group]
+        for event in events:
+            event.set()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            self._wanted.wait(0.5)
+            if not self._wanted.is_set():
+                continue
+            try:
+                self._listen()
+            except psycopg.Error as error:
+                log.warning("LISTEN connection lost (%s); listening again", type(error).__name__)
+                self._wake()
+                self._closed.wait(1.0)
+
+    def _listen(self) -> None:
+        with psycopg.connect(self.database_url, autocommit=True, connect_timeout=3) as conn:
+            self.connections += 1
+            listening: set[str] = set()
+            while not self._closed.is_set() and self._wanted.is_set():
+                with self._mutex:
+                    wanted = set(self._watchers)
+                for channel in sorted(wanted - listening):
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    listening.add(channel)
+                    self._wake(channel)
+                for channel in sorted(listening - wanted):
+                    conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+                    listening.discard(channel)
+                for notify in conn.notifies(timeout=0.2):
+                    self._wake(notify.channel)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class ListenedSubscription(ListenNotifySubscription[Any]):
+    """eventsourcing's LISTEN/NOTIFY subscription, woken by the process's `Notifier` instead
+    of holding a LISTEN connection of its own."""
+
+    def __init__(self, recorder: Any, notifier: Notifier, gt: int | None, topics: Any = ()) -> None:
+        super().__init__(recorder=recorder, gt=gt, topics=topics)
+        self._notifier = notifier
+        self._channel = str(recorder.channel_name)
+        notifier.watch(self._channel, self._has_been_notified)
+        self._has_been_notified.set()  # what was recorded before the watch began
+
+    def stop(self) -> None:
+        super().stop()
+        self._notifier.unwatch(self._channel, self._has_been_notified)
+
+
+class EventStream:
+    """An application's domain events after a position, with their tracking."""
+
+    def __init__(self, application: Any, notifier: Notifier, gt: int | None, topics: Any) -> None:
+        self.name = application.name
+        self.mapper = application.mapper
+        self.subscription = ListenedSubscription(application.recorder, notifier, gt, topics)
+
+    def __enter__(self) -> EventStream:
+        self.subscription.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.subscription.__exit__(*exc)
+
+    def stop(self) -> None:
+        self.subscription.stop()
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> tuple[Any, Tracking]:
+        notification = next(self.subscription)
+        return self.mapper.to_domain_event(notification), Tracking(self.name, notification.id)
 
 
 class Shared:
     """What the runners of one process share: an instance of each application they follow
-    and one connection pool for all views. Each subscription still holds its own LISTEN
-    connection, so the applications' pools grow with the runners (`subscribers`)."""
+    (the process's own, when given), one pool for all views, and one LISTEN connection.
 
-    def __init__(self, env: dict[str, str], subscribers: int = 8) -> None:
+    `pools` gives eventsourcing's pool settings for "views" (the views' datastore) and
+    "processes" (each saga starter); `prepare` is applied to every application and datastore
+    made here before it is used (the process's outage handling)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        database_url: str | None = None,
+        *,
+        applications: Mapping[type[Any], Any] | None = None,
+        pools: Mapping[str, Mapping[str, str]] | None = None,
+        prepare: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.env = env
-        self.subscribers = subscribers
+        self.pools = pools or {}
+        self.prepare = prepare or (lambda made: made)
+        self._given = dict(applications or {})
         self._applications: dict[type[Any], Any] = {}
         self._datastore: Any = None
         self._mutex = threading.Lock()
+        url = database_url or _url_of(env)
+        self.notifier = Notifier(url)
 
     def application(self, application_class: type[Any]) -> Any:
         with self._mutex:
+            if application_class in self._given:
+                return self._given[application_class]
             if application_class not in self._applications:
-                env = {**self.env, "POSTGRES_POOL_SIZE": "1"}
-                env["POSTGRES_MAX_OVERFLOW"] = str(self.subscribers + 1)
-                self._applications[application_class] = application_class(env=env)
+                env = {**self.env, **self.pools.get("applications", {})}
+                made = application_class(env=env)
+                self._applications[application_class] = self.prepare(made)
             return self._applications[application_class]
+
+    def process(self, process_class: type[EventSourcedProjection[Any]]) -> Any:
+        """A new instance of an event-sourced process (closed with its runner)."""
+        env = {**self.env, **self.pools.get("processes", {})}
+        return self.prepare(process_class(env=env))
 
     def datastore(self) -> Any:
         with self._mutex:
             if self._datastore is None:
-                env = {**self.env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "4"}
+                env = {**self.env, **self.pools.get("views", {})}
                 factory = InfrastructureFactory.construct(env=Environment("views", env))
                 assert isinstance(factory, PostgresFactory)
-                self._datastore = factory.datastore
+                self._datastore = self.prepare(factory).datastore
             return self._datastore
 
     def close(self) -> None:
+        self.notifier.close()
         with self._mutex:
             for application in self._applications.values():
                 application.close()
@@ -148,14 +297,35 @@ class Shared:
                 self._datastore = None
 
 
-class SharedRunner:
-    """Runs one projection over its own subscription to a shared application instance."""
+def _url_of(env: Mapping[str, str]) -> str:
+    """A libpq connection string from eventsourcing's settings."""
+    return make_conninfo(
+        dbname=env.get("POSTGRES_DBNAME", "postgres"),
+        host=env.get("POSTGRES_HOST", "127.0.0.1"),
+        port=env.get("POSTGRES_PORT", "5432"),
+        user=env.get("POSTGRES_USER", "postgres"),
+        password=env.get("POSTGRES_PASSWORD", ""),
+    )
 
-    def __init__(self, application: Any, projection: Any) -> None:
+
+class SharedRunner:
+    """Runs one projection (or event-sourced process) over its own subscription to a shared
+    application instance, woken by the shared notifier."""
+
+    def __init__(
+        self,
+        application: Any,
+        projection: Any,
+        tracking: Any,
+        notifier: Notifier,
+        owned: Any = None,
+    ) -> None:
         self.projection = projection
-        self.subscription = ApplicationSubscription(
+        self.owned = owned
+        self.subscription = EventStream(
             application,
-            gt=projection.view.max_tracking_id(application.name),
+            notifier,
+            gt=tracking.max_tracking_id(application.name),
             topics=projection.topics,
         )
         self.error: BaseException | None = None
@@ -171,6 +341,8 @@ class SharedRunner:
         self.subscription.stop()
         self.thread.join(timeout=30)
         self.subscription.__exit__(*exc)
+        if self.owned is not None:
+            self.owned.close()
 
     def _process(self) -> None:
         try:
@@ -213,7 +385,7 @@ class LockSession:
     def run(self, query: Any) -> tuple[Any, int]:
         with self._mutex:
             if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self.database_url, autocommit=True)
+                self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=3)
                 self.epoch += 1
             try:
                 return query(self._conn), self.epoch
@@ -253,7 +425,7 @@ class SupervisedRunner(threading.Thread):
         super().__init__(name=f"runner-{source.name}", daemon=True)
         self.source = source
         self.session = session or LockSession(database_url)
-        self.shared = shared or Shared(env)
+        self.shared = shared or Shared(env, database_url)
         self.stopping = threading.Event()
         self.active = threading.Event()
         self.restarts = 0

@@ -8,10 +8,13 @@ from typing import Any
 
 import dramatiq
 
-from adapters.database import application_env, open_pool
+from adapters.database import application_env
 from adapters.settings import Settings
 from api.runtime.dispatcher import Sweeper, dispatcher_feed
 from api.runtime.worker import Jobs, Runtime, make_broker, start_worker
+from ledger.cards.application import Cards
+from ledger.distribution.application import Distribution
+from ledger.recharges.application import Recharges
 from projections.catalog import continuous_feeds
 from projections.runner import LockSession, Shared, SupervisedRunner
 
@@ -42,23 +45,33 @@ class Background:
             self.worker.stop(timeout=5_000)
         self.broker.close()
         self.runtime.close()
-        self.pool.close()
 
 
 def start_background(
     settings: Settings, database_url: str, *, with_worker: bool, run_projections: bool = True
 ) -> Background:
-    runtime = Runtime(settings, database_url)
+    runtime = Runtime(settings, database_url, runners=run_projections)
     broker = make_broker(settings.broker_url)
     jobs = Jobs(broker, runtime)
-    background = Background(runtime, broker, jobs, open_pool(database_url, size=2))
+    background = Background(runtime, broker, jobs, runtime.pool)
     if run_projections:
-        env = application_env(
-            settings, database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="1"
-        )
+        env = application_env(settings, database_url)
         feeds = [*continuous_feeds(), dispatcher_feed(jobs.steps, jobs)]
         background.session = LockSession(database_url)
-        background.shared = Shared(env, subscribers=len(feeds))
+        background.shared = Shared(
+            env,
+            database_url,
+            applications={
+                Distribution: runtime.distribution,
+                Recharges: runtime.recharges,
+                Cards: runtime.cards,
+            },
+            pools={
+                "views": runtime.budget.env("views"),
+                "processes": runtime.budget.env("processes"),
+            },
+            prepare=runtime.health.register_application,
+        )
         background.runners = [
             SupervisedRunner(feed, database_url, env, background.session, background.shared)
             for feed in feeds

@@ -5,13 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.audit_log import AuditLog
-from adapters.database import application_env, open_pool
-from adapters.payments import gateways
 from adapters.rate_limits import RateLimiter
 from adapters.sealed_codes import SealedBatchCodes
 from adapters.settings import Settings
 from adapters.sms import NoSmsProvider, SandboxSms
-from adapters.tokens import PostgresMemberTokens
 from adapters.verification import PostgresVerificationCodes
 from api.auth import Authenticator
 from api.container import Services
@@ -22,21 +19,14 @@ from projections.views import Views
 
 
 def build_services(settings: Settings, database_url: str, runtime: Any) -> Services:
-    """Open the API's pool and build every collaborator; `runtime` lends its applications."""
-    pool = open_pool(database_url, size=settings.ledger_pool_size)
+    """Build every collaborator; `runtime` lends its pool and its applications."""
+    pool = runtime.pool  # one read pool per process, sized from LEDGER_DB_CONNECTIONS
     limiter = RateLimiter(pool)
     sandbox_sms = SandboxSms(pool) if settings.sandbox else None
     distribution: Distribution = runtime.distribution
-    payments, _ = gateways(settings.sandbox)
-    payouts = runtime.payouts  # kept in the database, where the sweeper's retry finds them
-    cards = Cards(
-        env=application_env(
-            settings, database_url, POSTGRES_POOL_SIZE="2", POSTGRES_MAX_OVERFLOW="6"
-        ),
-        payments=payments,
-        payouts=payouts,
-        tokens=PostgresMemberTokens(pool),
-    )
+    # the runtime's Cards has the payments, the payouts (kept in the database, where the
+    # sweeper's retry finds them) and the member tokens
+    cards: Cards = runtime.cards
     authenticator = Authenticator(
         pool, settings.secret_bytes, settings.ledger_signature_window_seconds
     )

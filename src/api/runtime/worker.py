@@ -13,12 +13,20 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import default_middleware
 
-from adapters.database import application_env
+from adapters.database import (
+    READ_POOL,
+    ConnectionBudget,
+    DatabaseHealth,
+    application_env,
+    open_pool,
+)
 from adapters.outbound import OutboundAddresses
+from adapters.payments import gateways
 from adapters.platform_gateway import HttpPlatformGateways
 from adapters.sandbox_payouts import PostgresSandboxPayouts
 from adapters.sealed_codes import SealedIssuedCodes
 from adapters.settings import Settings
+from adapters.tokens import PostgresMemberTokens
 from adapters.webhooks import WebhookDelivery
 from ledger.cards.application import Cards
 from ledger.cards.ports import Payouts
@@ -45,22 +53,45 @@ def make_broker(url: str | None) -> dramatiq.Broker:
 
 
 class Runtime:
-    """What the actors, the dispatcher and the sweeper work with: the applications and the
-    adapters that reach the platforms and the channels."""
+    """What the actors, the dispatcher, the sweeper and the API work with: the applications,
+    the process's read pool, and the adapters that reach the platforms and the channels.
 
-    def __init__(self, settings: Settings, database_url: str) -> None:
-        env = application_env(
-            settings, database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="7"
-        )
+    One per process: every pool is sized from `LEDGER_DB_CONNECTIONS` (`budget`, which counts
+    the runners' connections when `runners`), and registered with `health`, which checks them
+    after an outage."""
+
+    def __init__(self, settings: Settings, database_url: str, *, runners: bool = False) -> None:
         self.settings = settings
-        self.distribution = Distribution(
-            env=env, issued_codes=SealedIssuedCodes(database_url, settings.secret_bytes)
+        self.database_url = database_url
+        self.budget = ConnectionBudget(settings.ledger_db_connections, runners=runners)
+        self.health = DatabaseHealth(database_url)
+        self.pool = open_pool(
+            database_url, self.budget.size(READ_POOL), name="read", health=self.health
         )
-        self.recharges = Recharges(env=env)
+        env = application_env(settings, database_url)
+
+        def made(application: Any) -> Any:
+            return self.health.register_application(application)
+
+        self.distribution = made(
+            Distribution(
+                env={**env, **self.budget.env("distribution")},
+                issued_codes=SealedIssuedCodes(database_url, settings.secret_bytes),
+            )
+        )
+        self.recharges = made(Recharges(env={**env, **self.budget.env("recharges")}))
         self.payouts: Payouts | None = None
         if settings.sandbox:
             self.payouts = PostgresSandboxPayouts(database_url, settings.ledger_sandbox_payout_exit)
-        self.cards = Cards(env=env, payouts=self.payouts)
+        payments, _ = gateways(settings.sandbox)
+        self.cards = made(
+            Cards(
+                env={**env, **self.budget.env("cards")},
+                payments=payments,
+                payouts=self.payouts,
+                tokens=PostgresMemberTokens(self.pool),
+            )
+        )
         self.gateways = HttpPlatformGateways(settings)
         self.webhooks = WebhookDelivery(
             settings.secret_bytes, OutboundAddresses(settings.outbound_allow_private)
@@ -72,6 +103,8 @@ class Runtime:
         self.distribution.close()
         self.recharges.close()
         self.cards.close()
+        self.health.close()
+        self.pool.close()
 
 
 class Jobs:
