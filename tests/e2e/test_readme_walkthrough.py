@@ -261,7 +261,3 @@ def test_the_operators_and_finances_first_commands(walkthrough: Run) -> None:
     assert journal[0].startswith("recorded_at,"), journal[:2]
     assert len(journal) > 40, "every posting of the demo and the walkthrough"
 
-
-def test_the_walkthrough_runs_in_reasonable_time(walkthrough: Run) -> None:
-    assert walkthrough.returncode == 0, walkthrough.failure()
-    assert walkthrough.seconds < SCRIPT_SECONDS
