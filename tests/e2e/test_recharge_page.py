@@ -402,6 +402,14 @@ def test_an_english_phone_gets_the_page_in_english(phone: Phone, api: Api, shop:
         assert plain.status_code == 200
         assert '<html lang="zh-CN">' in plain.text and "视频平台账号" in plain.text
         assert plain.headers["content-language"] == "zh-CN"
+    # the switch's query in any case is remembered; a language we do not have is ignored
+    switched = api.anonymous.get(f"/r/{shop.channel.id}?lang=EN")
+    assert switched.status_code == 200 and '<html lang="en">' in switched.text
+    cookie = switched.headers["set-cookie"]
+    assert cookie.startswith("lang=en;") and "Path=/r" in cookie and "HttpOnly" in cookie
+    unknown = api.anonymous.get(f"/r/{shop.channel.id}?lang=fr", headers={"Accept-Language": "en"})
+    assert unknown.status_code == 200 and '<html lang="en">' in unknown.text
+    assert "set-cookie" not in unknown.headers
 
 
 def test_the_switch_changes_the_language_and_is_remembered(

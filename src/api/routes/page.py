@@ -38,12 +38,14 @@ FAILURES = (
 )
 """A failed recharge's reason, by its start, to the kind of message the page shows."""
 
-LANGUAGE = Query(None, pattern="^[a-z]{2}$", description="zh (the default) or en")
+LANGUAGE = Query(None, max_length=16, description="zh (the default) or en; others are ignored")
 
 
 def language_of(request: Request, asked: str | None) -> i18n.Language:
     return i18n.choose(
-        asked, request.cookies.get(i18n.COOKIE), request.headers.get("Accept-Language")
+        asked.lower() if asked else None,
+        request.cookies.get(i18n.COOKIE),
+        request.headers.get("Accept-Language"),
     )
 
 
@@ -106,7 +108,7 @@ def recharge_page(
             suspended = True
         base = str(request.scope.get("root_path", "")).rstrip("/")
         page = render("recharge.html", language, channel=channel, suspended=suspended, base=base)
-    if lang == language.code:
+    if lang and lang.lower() == language.code:
         page.set_cookie(
             i18n.COOKIE,
             language.code,
