@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
+from eventsourcing.persistence import PersistenceError
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.pool import ShrinkPool
 
@@ -60,6 +61,9 @@ EVENT_STORE_ENV_DEFAULTS = {
     "APPLICATION_RECORDER_TOPIC": "adapters.chained_recorders:ChainedApplicationRecorder",
     "PROCESS_RECORDER_TOPIC": "adapters.chained_recorders:ChainedProcessRecorder",
 }
+
+DATABASE_ERRORS: tuple[type[Exception], ...] = (psycopg.Error, PersistenceError)
+"""What the driver and eventsourcing raise; `is_connection_error` tells an outage apart."""
 
 # SQLSTATEs that mean the connection or the server is gone, not that a statement failed.
 CONNECTION_LOST_STATES = ("57P01", "57P02", "57P03", "53300")

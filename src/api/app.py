@@ -16,6 +16,7 @@ from api.metrics import RequestMetrics
 from api.problems import problem_response
 from api.routes import ROUTERS
 from api.runtime.background import start_background
+from api.runtime.outage import DatabaseGate
 from api.runtime.services import build_services
 
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             run_projections=settings.ledger_run_projections,
         )
         app.state.services = build_services(settings, database_url, background.runtime)
+        app.state.health = background.runtime.health
         try:
             yield
         finally:
@@ -94,6 +96,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         app.include_router(router)
     openapi.install(app, ROUTERS)
     app.add_middleware(StrictJsonBodies)
+    app.add_middleware(DatabaseGate)
     app.add_middleware(BodyLimit, max_bytes=settings.ledger_max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app

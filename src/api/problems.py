@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.database import DATABASE_ERRORS, RETRY_AFTER_SECONDS
 from api.audit import refusal_recorded
 from ledger.commands import ConflictPersisted
 from ledger.errors import DomainError, LockedOut, RateLimited, Unavailable
@@ -89,9 +90,11 @@ def problem_response(
     status: int | None = None,
     *,
     audit_kind: str | None = None,
+    audited: bool = True,
     **extra: Any,
 ) -> JSONResponse:
-    """Every refusal passes here, so here it is written to the audit log."""
+    """Every refusal passes here, so here it is written to the audit log (but for a database
+    that is away, where the line could not be written either)."""
     status = status or STATUS_BY_CODE.get(code, 400)
     body = {
         "type": f"/problems/{code}",
@@ -103,14 +106,31 @@ def problem_response(
         **extra,
     }
     headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
-    audited = refusal_recorded(request, body["request_id"], code, detail, audit_kind, **extra)
+    line = (
+        refusal_recorded(request, body["request_id"], code, detail, audit_kind, **extra)
+        if audited
+        else None
+    )
     return JSONResponse(
-        body, status_code=status, media_type=PROBLEM_JSON, headers=headers, background=audited
+        body, status_code=status, media_type=PROBLEM_JSON, headers=headers, background=line
+    )
+
+
+def database_unavailable(request: Request) -> JSONResponse:
+    """503 `unavailable` while the database is away: the request may be sent again."""
+    return problem_response(
+        request,
+        "unavailable",
+        "the database is unavailable; send the request again shortly",
+        audited=False,
+        retry_after=RETRY_AFTER_SECONDS,
     )
 
 
 def domain_problem(request: Request, refusal: DomainError) -> JSONResponse:
-    extra = {"retry_after": refusal.wait_seconds} if isinstance(refusal, RateLimited) else {}
+    extra: dict[str, Any] = (
+        {"retry_after": refusal.wait_seconds} if isinstance(refusal, RateLimited) else {}
+    )
     kind = "lockout" if isinstance(refusal, LockedOut) else None
     return problem_response(request, refusal.code, refusal.detail, audit_kind=kind, **extra)
 
@@ -155,6 +175,17 @@ def install(app: FastAPI) -> None:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
         code = codes.get(exc.status_code, "bad_request")
         return problem_response(request, code, str(exc.detail), status=exc.status_code)
+
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        """A broken connection, or none in time: 503, and the process answers 503 at once
+        until its database answers again. Any other database error is unexpected."""
+        health = getattr(request.app.state, "health", None)
+        if health is not None and health.report(exc):
+            return database_unavailable(request)
+        return await unexpected(request, exc)
+
+    for database_error_class in DATABASE_ERRORS:
+        app.add_exception_handler(database_error_class, database_error)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

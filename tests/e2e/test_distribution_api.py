@@ -278,12 +278,13 @@ def test_openapi_lists_the_distribution_and_ledger_paths(api: Api) -> None:
         assert methods <= set(paths[path]), (path, set(paths[path]))
 
 
-def test_health_says_ok_with_its_database(api: Api) -> None:
+def test_health_is_liveness_and_ready_says_the_database_answers(api: Api) -> None:
     reply = api.anonymous.get("/health")
     assert reply.status_code == 200
-    assert reply.json()["status"] == "ok"
-    assert reply.json()["database"] == "ok"
-    assert reply.json()["sandbox"] is False
+    assert reply.json() == {"status": "ok", "sandbox": False}
+    ready = api.anonymous.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "database": "ok"}
 
 
 def test_metrics_count_requests_by_route_template_not_by_id(api: Api) -> None:

@@ -70,7 +70,8 @@ def test_the_embedded_default_serves_the_demo_in_sandbox_mode_and_keeps_its_data
     process, base, log = serve(data_dir, "--demo")
     try:
         health = httpx.get(f"{base}/health").json()
-        assert health == {"status": "ok", "database": "ok", "sandbox": True}
+        assert health == {"status": "ok", "sandbox": True}
+        assert httpx.get(f"{base}/health/ready").json() == {"status": "ready", "database": "ok"}
         assert "embedded PostgreSQL" in log.read_text()
         assert "key_secret" in log.read_text(), "the demo prints the channel keys"
         assert (data_dir / "postgres" / "PG_VERSION").exists()

@@ -3,20 +3,32 @@
 
 from __future__ import annotations
 
+import sys
+
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.utils import Environment
 
 from adapters import migrations
-from adapters.database import event_store_env
+from adapters.database import event_store_env, wait_for_database
 from projections.catalog import APPLICATIONS, VIEWS
 from projections.positions import live_version
 
+STARTUP_RETRY_SECONDS = 30.0
+"""How long a starting process retries a database that refuses it (starting, restarting, or
+full: "too many clients") before it gives up."""
+
 
 def apply_migrations(database_url: str) -> int:
-    """Migrate and create every store; how many migrations were applied."""
+    """Migrate and create every store; how many migrations were applied. A database that
+    refuses connections is retried for up to `STARTUP_RETRY_SECONDS`, saying so on stderr."""
+    wait_for_database(database_url, STARTUP_RETRY_SECONDS, say=say)
     return migrations.apply_migrations(database_url, create_stores)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def create_stores(database_url: str) -> None:
