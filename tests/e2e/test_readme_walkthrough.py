@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,10 @@ def walkthrough(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     scratch = tmp_path_factory.mktemp("walkthrough")
     script = scratch / "walkthrough.sh"
     script.write_text(
-        "".join(f"echo '{MARK.format(i)}'\n{block}\n" for i, block in enumerate(blocks))
+        "".join(
+            f'echo "{MARK.format(i)} $EPOCHREALTIME"\n{block}\n' for i, block in enumerate(blocks)
+        )
+        + f'echo "{MARK.format(len(blocks))} $EPOCHREALTIME"\n'
     )
     with sandbox_serving(database_url, free_port(), "walkthrough", args=("--demo",)) as server:
         exports = printed_exports(server.log.read_text(errors="replace"))
@@ -112,27 +116,32 @@ def walkthrough(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
             "COLUMNS": "120",
         }
         started = time.monotonic()
-        process = subprocess.Popen(
-            ["bash", "-euo", "pipefail", str(script)],
-            cwd=scratch,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        printed = scratch / "output.txt"
+        with printed.open("wb") as out:
+            process = subprocess.Popen(
+                ["bash", "-euo", "pipefail", str(script)],
+                cwd=scratch,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
-            out, _ = process.communicate(timeout=SCRIPT_SECONDS)
+            process.wait(timeout=SCRIPT_SECONDS)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            out, _ = process.communicate()
-            pytest.fail(f"the walkthrough ran over {SCRIPT_SECONDS} s:\n{out.decode()[-6000:]}")
+            process.kill()
+            process.wait()
+            text = printed.read_text(errors="replace")
+            pytest.fail(f"the walkthrough ran over {SCRIPT_SECONDS} s:\n{text[-6000:]}")
         finally:
             # the webhook receiver, if the script stopped before its last line killed it
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
         seconds = time.monotonic() - started
-        output = out.decode(errors="replace")
-        print(f"the walkthrough ran in {seconds:.1f} s")
+        output = printed.read_text(errors="replace")
+        stamps = [float(s) for s in re.findall(MARK.format(r"\d+") + r" ([\d.]+)", output)]
+        each = ", ".join(f"{after - before:.1f}" for before, after in pairwise(stamps))
+        print(f"the walkthrough ran in {seconds:.1f} s (block by block: {each} s)")
         yield Run(
             process.returncode,
             split_blocks(output, len(blocks)),
@@ -260,4 +269,3 @@ def test_the_operators_and_finances_first_commands(walkthrough: Run) -> None:
     journal = next(walkthrough.scratch.glob("tmp*/journal.csv")).read_text().splitlines()
     assert journal[0].startswith("recorded_at,"), journal[:2]
     assert len(journal) > 40, "every posting of the demo and the walkthrough"
-
