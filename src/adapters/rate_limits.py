@@ -48,7 +48,9 @@ class RateLimiter:
             current, previous, now, start, limit
         )
 
-    def prune(self, older_than_seconds: int = 86_400) -> None:
+    def prune(self, older_than_seconds: int = 2 * 86_400) -> None:
+        """Drop windows older than two days: a day-long window's estimate still reads the
+        window before it."""
         with self.pool.connection() as conn:
             conn.execute(
                 "DELETE FROM rate_counters WHERE window_start < now() - make_interval(secs => %s)",

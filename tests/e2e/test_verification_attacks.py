@@ -24,6 +24,7 @@ from tests.e2e.conftest import Api, Caller, Server, free_port, sandbox_serving
 pytestmark = pytest.mark.e2e
 
 TRIES_PER_SENDER, TRIES_PER_CODE = 5, 15  # adapters/verification.py
+SENDS_PER_ACCOUNT = 20  # an hour, from every sender together (ledger/recharges/placement.py)
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +219,31 @@ def test_guesses_at_one_code_from_many_addresses_are_bounded_and_the_user_recove
     assert user.send_code(xuhui, account).status_code == 202
     renewed = sms(api, account)
     recharges_to_the_end(api, user, xuhui, account, renewed)
+
+
+def test_many_addresses_reaching_the_accounts_ceiling_do_not_stop_a_returning_user(
+    api: Api, shops: list[Shop]
+) -> None:
+    """The ceiling on codes sent to one phone is reached by four addresses through two pages;
+    then a new address gets 429, while a user who recharged the account from their address
+    before still gets a code (only someone who read a code on the phone becomes known)."""
+    pudong, xuhui = shops
+    account, user = new_account(), Person(api, new_address())
+    assert user.send_code(pudong, account).status_code == 202
+    recharges_to_the_end(api, user, pudong, account, sms(api, account))
+
+    attackers = [Person(api, new_address()) for _ in range(4)]
+    answers = [
+        attacker.send_code(shop, account).status_code
+        for attacker in attackers
+        for shop in (pudong, xuhui)
+        for _ in range(3)
+    ]
+    assert answers.count(202) == SENDS_PER_ACCOUNT - 1, answers  # the user's send was one
+    stranger = Person(api, new_address()).send_code(xuhui, account)
+    assert stranger.status_code == 429, stranger.text
+    assert "from everywhere" in stranger.json()["detail"]
+
+    again = user.send_code(pudong, account)
+    assert again.status_code == 202, f"the returning user got {again.status_code}: {again.text}"
+    recharges_to_the_end(api, user, pudong, account, sms(api, account))

@@ -341,3 +341,21 @@ def test_the_sender_is_the_users_address_an_ipv6_one_by_its_64_or_the_channels_s
     assert sender_of(desk.shop, "2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
     assert sender_of(desk.shop, "::ffff:203.0.113.7") == "203.0.113.7"
     assert sender_of(desk.shop, None) == f"channel:{desk.shop_id}"
+
+
+def test_a_sender_that_recharged_the_account_before_is_not_held_back_by_its_ceiling() -> None:
+    desk = Desk(PlacementLimits(sends=SendLimits(Limit(3, 600), Limit(6, 3600), Limit(4, 3600))))
+    account = "13800138000"
+    desk.place(desk.codes[0], account=account)  # from USER, with the code read on the phone
+    for attacker in ("198.51.100.1", "198.51.100.1", "198.51.100.2"):  # with the user's: 4
+        desk.placement.send_verification_code(desk.shop, account, attacker)
+    with pytest.raises(RateLimited) as refused:  # a new address: the ceiling holds
+        desk.placement.send_verification_code(desk.shop, account, "198.51.100.3")
+    assert "from everywhere" in refused.value.detail
+
+    assert desk.placement.send_verification_code(desk.shop, account, USER) == 300
+    assert desk.counters.hits[f"known-sender:{account}:{USER}"] == 1
+    with pytest.raises(RateLimited) as own:  # its own quota still applies
+        for _ in range(3):
+            desk.placement.send_verification_code(desk.shop, account, USER)
+    assert "through this page" in own.value.detail

@@ -9,7 +9,8 @@ an IPv6 one by its /64; or the channel's server when it passes no `user.ip`): a 
 not the user uses up its own quota, not the user's. Above those, one ceiling per account,
 counted only for requests their sender's own quota let through, bounds what many senders
 together can do (SMS to one phone, guesses at its codes); it is set far above what one person
-needs, so reaching it takes many addresses, and even then the code the user holds stays valid.
+needs, so reaching it takes many addresses, and even then the code the user holds stays valid
+and a sender that recharged the account before (KNOWN_SENDER) still gets codes.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ class SendLimits:
     per_sender: Limit = Limit(3, 600)
     per_sender_all_channels: Limit = Limit(6, 3600)
     per_account: Limit = Limit(20, 3600)
+
+
+KNOWN_SENDER = Limit(1, 86_400)
+"""A sender whose verification code placed a recharge for an account is known to it for a day
+(the counter's window; kept a second day, it fades out over it): its sends pass the account's
+ceiling, its own quotas still apply. Only someone who read the code on the account's phone
+becomes known, so the ceiling many addresses can reach never stops a returning user."""
 
 
 def sender_of(channel: Channel, address: str | None) -> str:
@@ -121,7 +129,8 @@ class RechargePlacement:
         )
         self._check_sends(f"sms-sender:{account}:{sender}", sends.per_sender_all_channels,
                           "from here")  # fmt: skip
-        self._check_sends(f"sms-account:{account}", sends.per_account, "from everywhere")
+        if not self._known(account, sender):
+            self._check_sends(f"sms-account:{account}", sends.per_account, "from everywhere")
         return self.verification.send(channel.id, channel.name, account, sender)
 
     def place(
@@ -156,11 +165,16 @@ class RechargePlacement:
                 self.counters.hit(f"wrong-codes:{address}", self.limits.lockout)
             raise
         self.verification.use(channel.id, account)
+        self.counters.hit(f"known-sender:{account}:{sender}", KNOWN_SENDER)
 
     def _check_limit(self, scope: str, kind: str) -> None:
         wait = self.counters.hit(scope, self.limits.per_minute(kind))
         if wait is not None:
             raise RateLimited(f"too many requests for this {kind}; try again in {wait} s", wait)
+
+    def _known(self, account: str, sender: str) -> bool:
+        hits, _ = self.counters.count(f"known-sender:{account}:{sender}", KNOWN_SENDER)
+        return hits > 0
 
     def _check_sends(self, scope: str, limit: Limit, whence: str) -> None:
         wait = self.counters.hit(scope, limit)
