@@ -35,7 +35,7 @@ pytestmark = pytest.mark.e2e
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Walkthrough"
 MARK = "::walkthrough block {}::"
-SCRIPT_SECONDS = 240
+SCRIPT_SECONDS = 300  # catches a hang; measured 94-204 s with the 2 cores at load 10-13
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
