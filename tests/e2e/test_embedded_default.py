@@ -65,7 +65,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def test_the_embedded_default_serves_the_demo_in_sandbox_mode_and_keeps_its_data(tmp_path):
+def test_the_embedded_default_serves_the_demo_keeps_its_data_and_restarts_its_postgres(
+    tmp_path,
+):
     data_dir = tmp_path / "data"
     process, base, log = serve(data_dir, "--demo")
     try:
@@ -92,5 +94,39 @@ def test_the_embedded_default_serves_the_demo_in_sandbox_mode_and_keeps_its_data
             f"{base}/v1/ledger/trial-balance", headers={"Authorization": f"Bearer {token}"}
         ).json()
         assert trial["balanced"] and len(trial["items"]) == 3, "the demo's CNY and two products"
+
+        # the embedded PostgreSQL killed: the serve process starts it again
+        killed = postmaster_pid(data_dir)
+        os.kill(killed, signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert httpx.get(f"{base}/health").status_code == 200, "liveness without the database"
+        deadline = killed_at + 60
+        while time.monotonic() < deadline:
+            again = postmaster_pid(data_dir)
+            if again not in (None, killed) and ready(base):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"the embedded PostgreSQL was not restarted:\n{log.read_text()[-3000:]}")
+        print(f"\nembedded PostgreSQL back in {time.monotonic() - killed_at:.1f} s")
+        assert "starting it" in log.read_text()
+        again_trial = httpx.get(
+            f"{base}/v1/ledger/trial-balance", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert again_trial.status_code == 200 and again_trial.json() == trial
     finally:
         stop(process)
+    assert not embedded_server_running(data_dir), "the restarted PostgreSQL is stopped too"
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    pid_file = data_dir / "postgres" / "postmaster.pid"
+    with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
+        return int(pid_file.read_text().splitlines()[0])
+    return None
+
+
+def ready(base: str) -> bool:
+    with contextlib.suppress(httpx.TransportError):
+        return httpx.get(f"{base}/health/ready", timeout=5).status_code == 200
+    return False

@@ -30,8 +30,11 @@ class Background:
     worker: dramatiq.Worker | None = None
     session: LockSession | None = None
     shared: Shared | None = None
+    supervisor: Any = None
 
     def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()  # before the embedded server's own clean-up stops it
         threads: list[Any] = [*self.runners, *([self.sweeper] if self.sweeper else [])]
         for thread in threads:
             thread.stop()
@@ -54,6 +57,11 @@ def start_background(
     broker = make_broker(settings.broker_url)
     jobs = Jobs(broker, runtime)
     background = Background(runtime, broker, jobs, runtime.pool)
+    if settings.embedded:
+        from adapters.embedded import Supervisor
+
+        background.supervisor = Supervisor(settings.ledger_data_dir)
+        background.supervisor.start()
     if run_projections:
         env = application_env(settings, database_url)
         feeds = [*continuous_feeds(), dispatcher_feed(jobs.steps, jobs)]
