@@ -7,7 +7,8 @@ the other tools then use) and that the webhook receiver gets a free port (WEBHOO
 the walkthrough reads with a default).
 
 The script runs once per module; each test checks one part of what it printed. A block that
-exits non-zero fails every test (the first one names the failing command and its output)."""
+exits non-zero stops the script; every test then fails, showing the command that failed and
+the output before it."""
 
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ def walkthrough(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     scratch = tmp_path_factory.mktemp("walkthrough")
     script = scratch / "walkthrough.sh"
     script.write_text(
-        "".join(
+        """trap 'echo "::walkthrough failed:: $BASH_COMMAND" >&2' ERR\n"""
+        + "".join(
             f'echo "{MARK.format(i)} $EPOCHREALTIME"\n{block}\n' for i, block in enumerate(blocks)
         )
         + f'echo "{MARK.format(len(blocks))} $EPOCHREALTIME"\n'
