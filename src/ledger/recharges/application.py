@@ -13,6 +13,7 @@ from eventsourcing.projection import EventSourcedProjection
 from ledger.applications import LedgerApplication
 from ledger.distribution.codes import Code
 from ledger.errors import InvalidAmount
+from ledger.recharges.callbacks import Callback, CallbackDecision
 from ledger.recharges.decisions import DEADLINE, StepResult
 from ledger.recharges.saga import Recharge
 
@@ -50,6 +51,17 @@ class Recharges(LedgerApplication, EventSourcedProjection[UUID]):
         self, recharge_id: UUID, step_id: str, result: StepResult, now: datetime
     ) -> Recharge:
         return self._change(recharge_id, self.recharge, lambda r: r.record(step_id, result, now))
+
+    def record_platform_news(
+        self, recharge_id: UUID, callback: Callback
+    ) -> tuple[Recharge, CallbackDecision]:
+        """A platform's callback about the recharge, applied as news of its outcome (like a
+        status query's answer); a duplicate records nothing."""
+        decisions: list[CallbackDecision] = []
+        recharge = self._change(
+            recharge_id, self.recharge, lambda r: decisions.append(r.hear(callback))
+        )
+        return recharge, decisions[-1]
 
     def check_deadline(self, recharge_id: UUID, now: datetime) -> Recharge:
         return self._change(recharge_id, self.recharge, lambda r: r.check_deadline(now))

@@ -107,10 +107,9 @@ def after_step(
     now: datetime,
 ) -> Decision:
     """What the saga does once `step` has answered `result`."""
-    if result.outcome == "succeeded":
-        return Succeed(result)
-    if result.outcome == "failed":
-        return Fail(result.reason or "the platform refused the recharge")
+    definite = outcome_of(result)
+    if definite is not None:
+        return definite
     if now >= deadline:
         return Review(
             f"the outcome could not be learnt by the deadline (last answer: {describe(result)})"
@@ -124,6 +123,15 @@ def after_step(
     else:
         wait = backoff(steps_so_far)
     return Schedule(Step(step.number + 1, "query", min(now + wait, deadline)))
+
+
+def outcome_of(result: StepResult) -> Succeed | Fail | None:
+    """What a definite answer decides, whoever brings it (a step's answer or a callback)."""
+    if result.outcome == "succeeded":
+        return Succeed(result)
+    if result.outcome == "failed":
+        return Fail(result.reason or "the platform refused the recharge")
+    return None
 
 
 def describe(result: StepResult) -> str:

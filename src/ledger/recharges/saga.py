@@ -10,6 +10,15 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from ledger.errors import StateConflict
+from ledger.recharges.callbacks import (
+    Apply,
+    Callback,
+    CallbackDecision,
+    Discrepancy,
+    Ignore,
+    Reversal,
+    after_callback,
+)
 from ledger.recharges.decisions import (
     Fail,
     Review,
@@ -56,6 +65,9 @@ class Recharge(Aggregate):
         self.review_reason: str | None = None
         self.membership: dict[str, Any] | None = None
         self.resolution: dict[str, Any] | None = None
+        self.callbacks_heard: set[str] = set()
+        self.discrepancy: dict[str, Any] | None = None
+        self.reversal: dict[str, Any] | None = None
 
     @classmethod
     def request(
@@ -110,6 +122,34 @@ class Recharge(Aggregate):
             )
         )
         return True
+
+    def hear(self, callback: Callback) -> CallbackDecision:
+        """A platform's callback about this order, as news of the outcome (see `callbacks`).
+        A duplicate records nothing; everything else is recorded once."""
+        decision = after_callback(self.status, self.callbacks_heard, callback)
+        if isinstance(decision, Apply):
+            self._callback_received(
+                callback.status,
+                callback.platform_order_id,
+                callback.starts_at,
+                callback.ends_at,
+                callback.reason,
+            )
+            self._apply(decision.decision)
+        elif isinstance(decision, Discrepancy):
+            self._discrepancy_found(
+                decision.kind,
+                callback.status,
+                decision.reason,
+                callback.platform_order_id,
+                callback.starts_at,
+                callback.ends_at,
+            )
+        elif isinstance(decision, Reversal):
+            self._reversal_reported(callback.status, decision.reason, callback.platform_order_id)
+        elif isinstance(decision, Ignore):
+            self._callback_ignored(callback.status, decision.reason)
+        return decision
 
     def check_deadline(self, now: datetime) -> bool:
         if self.status != "pending":
@@ -189,3 +229,45 @@ class Recharge(Aggregate):
     @event("Resolved")
     def _resolved(self, outcome: str, note: str, by: str) -> None:
         self.resolution = {"outcome": outcome, "note": note, "by": by}
+
+    @event("CallbackReceived")
+    def _callback_received(
+        self,
+        status: str,
+        platform_order_id: str | None,
+        starts_at: datetime | None,
+        ends_at: datetime | None,
+        reason: str | None,
+    ) -> None:
+        """The platform's callback brought the outcome (the decision's event follows)."""
+        self.callbacks_heard = self.callbacks_heard | {status}
+
+    @event("CallbackIgnored")
+    def _callback_ignored(self, status: str, reason: str) -> None:
+        self.callbacks_heard = self.callbacks_heard | {status}
+
+    @event("DiscrepancyFound")
+    def _discrepancy_found(
+        self,
+        kind: str,
+        status: str,
+        reason: str,
+        platform_order_id: str | None,
+        starts_at: datetime | None,
+        ends_at: datetime | None,
+    ) -> None:
+        """The status stays as it is: nothing is credited; an operator resolves the case."""
+        self.callbacks_heard = self.callbacks_heard | {status}
+        self.discrepancy = {
+            "kind": kind,
+            "reason": reason,
+            "platform_order_id": platform_order_id,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+        }
+
+    @event("ReversalReported")
+    def _reversal_reported(self, status: str, reason: str, platform_order_id: str | None) -> None:
+        """Recorded for the refund flow, which books it like an accepted refund."""
+        self.callbacks_heard = self.callbacks_heard | {status}
+        self.reversal = {"reason": reason, "platform_order_id": platform_order_id}
