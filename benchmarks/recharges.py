@@ -545,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             "DATABASE_URL": db_url,
             "LEDGER_SANDBOX": "true",
             "LEDGER_SANDBOX_PLATFORM_PORT": str(platform_port),
+            "LEDGER_SANDBOX_PLATFORM_START": "false",  # the platform started below
             "LEDGER_PLATFORM_SECRET": PLATFORM_SECRET,
             "LEDGER_PLATFORM_PARTNER_ID": PARTNER_ID,
             "LEDGER_RATE_ACCOUNT_PER_MINUTE": UNLIMITED,

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     ledger_sandbox_platform_port: int = Field(
         default=8100, description="Port of the sandbox platform `ledger serve` starts (sandbox)."
     )
+    ledger_sandbox_platform_start: bool = Field(
+        default=True,
+        description="false: `ledger serve` starts no sandbox platform and uses the one already "
+        "running on LEDGER_SANDBOX_PLATFORM_PORT (API processes sharing one, a test's own).",
+    )
     ledger_gateway_timeout_seconds: float = Field(
         default=5.0, description="Read timeout of calls to a platform's partner API."
     )

@@ -56,26 +56,47 @@ def serve(
     with_demo: Annotated[bool, typer.Option("--demo", help="Load the demo data first.")] = False,
 ) -> None:
     """Run the API (and, unless turned off, the projection runners) in this process."""
+    settings = Settings()
+    # The ports first, held from here on: a port in use is said before anything is migrated
+    # or loaded, and the sandbox platform is this server's own, never whatever answers there.
+    api_socket = bound(host, port)
+    if api_socket is None:
+        console.print(
+            f"[red]port {port} is in use by another program; pick another: "
+            f"ledger serve --port {next_free(host, port)}[/red]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    starts_platform = settings.sandbox and settings.ledger_sandbox_platform_start
+    platform_socket = sandbox_socket(settings) if starts_platform else None
+    gateway = None
+    if platform_socket is not None:
+        gateway = f"http://127.0.0.1:{platform_socket.getsockname()[1]}"
     import uvicorn
 
     from api.app import create_app
 
-    settings = Settings()
     url = database_url(settings)
     if with_demo:
         from api.demo import load_demo
 
-        load_demo(settings, url, base_url=f"http://{host}:{port}")
+        load_demo(settings, url, base_url=f"http://{host}:{port}", gateway_url=gateway)
     where = "embedded PostgreSQL" if settings.embedded else "DATABASE_URL"
     console.print(
         f"ledger on http://{host}:{port} ({where}, sandbox {'on' if settings.sandbox else 'off'})"
     )
-    platform = start_sandbox_platform(settings) if settings.sandbox else None
+    platform = start_sandbox_platform(platform_socket) if platform_socket is not None else None
+    if settings.sandbox and not starts_platform:
+        console.print(
+            "sandbox video platform: the one already running on "
+            f"http://127.0.0.1:{settings.ledger_sandbox_platform_port} "
+            "(LEDGER_SANDBOX_PLATFORM_START=false)"
+        )
     # uvicorn re-raises the signal that stopped it; exiting through SystemExit instead lets the
     # clean-up run (the sandbox platform, and the embedded PostgreSQL it may have started).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        uvicorn.run(
+        config = uvicorn.Config(
             create_app(settings, url),
             host=host,
             port=port,
@@ -83,22 +104,88 @@ def serve(
             proxy_headers=True,
             forwarded_allow_ips=settings.ledger_trusted_proxies,
         )
+        uvicorn.Server(config).run(sockets=[api_socket])
     finally:
         if platform is not None:
             platform.terminate()
             platform.wait(timeout=10)
 
 
-def start_sandbox_platform(settings: Settings) -> subprocess.Popen[bytes] | None:
-    """In sandbox mode the sandbox video platform runs beside the API, in its own process."""
+def bound(host: str, port: int) -> socket.socket | None:
+    """A socket bound to host:port as uvicorn binds one (SO_REUSEADDR), or None when another
+    program holds the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def next_free(host: str, port: int) -> int:
+    """The first port above `port` nobody holds (to suggest, or to take)."""
+    for candidate in range(port + 1, min(port + 500, 65536)):
+        sock = bound(host, candidate)
+        if sock is not None:
+            sock.close()
+            return candidate
+    sock = bound(host, 0)
+    assert sock is not None
+    with sock:
+        return int(sock.getsockname()[1])
+
+
+def sandbox_socket(settings: Settings) -> socket.socket:
+    """The sandbox platform's port, bound here and handed to its process. Taken by another
+    program: an error when LEDGER_SANDBOX_PLATFORM_PORT names it, else the next free port."""
     port = settings.ledger_sandbox_platform_port
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            console.print(f"a sandbox platform already answers on port {port}; using it")
-            return None
-    command = [sys.executable, "-m", "api.cli", "sandbox-platform", "--port", str(port)]
+    sock = bound("127.0.0.1", port)
+    if sock is not None:
+        return sock
+    if "ledger_sandbox_platform_port" in settings.model_fields_set:
+        console.print(
+            f"[red]LEDGER_SANDBOX_PLATFORM_PORT={port} is in use by another program; the sandbox "
+            "platform must be this server's own: set a free port, or unset it to have one "
+            "chosen[/red]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    chosen = next_free("127.0.0.1", port)
+    sock = bound("127.0.0.1", chosen)
+    if sock is None:
+        console.print(f"[red]no free port for the sandbox platform near {port}[/red]")
+        raise typer.Exit(1)
+    console.print(
+        f"port {port} is in use by another program: this server's sandbox video platform "
+        f"takes port {chosen}",
+        soft_wrap=True,
+    )
+    return sock
+
+
+def start_sandbox_platform(sock: socket.socket) -> subprocess.Popen[bytes]:
+    """In sandbox mode the sandbox video platform runs beside the API, in its own process, on
+    the socket bound here (so no other program can be taken for it)."""
+    port = sock.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "api.cli",
+        "sandbox-platform",
+        "--port",
+        str(port),
+        "--fd",
+        str(sock.fileno()),
+    ]
     console.print(f"sandbox video platform on http://127.0.0.1:{port}")
-    return subprocess.Popen(command)
+    sock.listen(128)  # calls wait in the backlog until the platform's process takes them
+    try:
+        return subprocess.Popen(command, pass_fds=[sock.fileno()])
+    finally:
+        sock.close()
 
 
 @cli.command("sandbox-platform")
@@ -118,6 +205,36 @@ def sandbox_platform(
     fail_account: Annotated[
         list[str] | None, typer.Option(help="An account whose recharges fail (repeatable).")
     ] = None,
+    callback_url: Annotated[
+        str | None,
+        typer.Option(help="Post order callbacks here: the ledger's /v1/platform-callbacks/{id}."),
+    ] = None,
+    callback_probability: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Fraction of final orders called back.")
+    ] = 1.0,
+    callback_delay_ms: Annotated[
+        int, typer.Option(min=0, help="Delay of each callback after the outcome.")
+    ] = 0,
+    callback_duplicates: Annotated[
+        int, typer.Option(min=0, max=100, help="Send each callback N more times.")
+    ] = 0,
+    callback_out_of_order: Annotated[
+        bool,
+        typer.Option(help="Callbacks overtake each other; a stale processing one follows."),
+    ] = False,
+    callback_bad_signatures: Annotated[
+        int, typer.Option(min=0, help="Sign the next N callback posts with a wrong secret.")
+    ] = 0,
+    late_success_account: Annotated[
+        list[str] | None,
+        typer.Option(help="Recharges to this account fail, then succeed late (repeatable)."),
+    ] = None,
+    late_success_after_ms: Annotated[
+        int, typer.Option(min=0, help="When such a failed order is credited after all.")
+    ] = 1000,
+    fd: Annotated[
+        int | None, typer.Option(hidden=True, help="Serve on this bound socket (ledger serve).")
+    ] = None,
 ) -> None:
     """Run the sandbox video platform (partner API, signed) in this process."""
     from adapters.sandbox.faults import Faults
@@ -130,14 +247,24 @@ def sandbox_platform(
         timeout_after_credit=timeout_after_credit,
         fail_accounts=tuple(fail_account or ()),
         hang_seconds=hang_seconds,
+        callback_url=callback_url or None,
+        callback_probability=callback_probability,
+        callback_delay_ms=callback_delay_ms,
+        callback_duplicates=callback_duplicates,
+        callback_out_of_order=callback_out_of_order,
+        callback_bad_signatures=callback_bad_signatures,
+        late_success_accounts=tuple(late_success_account or ()),
+        late_success_after_ms=late_success_after_ms,
     )
-    console.print(f"sandbox video platform on http://{host}:{port}")
+    if fd is None:
+        console.print(f"sandbox video platform on http://{host}:{port}")
     serve(
         port,
         host,
         secret=settings.ledger_platform_secret,
         partner_id=settings.ledger_platform_partner_id,
         faults=faults,
+        sock=socket.socket(fileno=fd) if fd is not None else None,
     )
 
 

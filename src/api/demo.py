@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 import uuid
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -22,13 +26,20 @@ def demo_id(name: str) -> uuid.UUID:
 
 
 def load_demo(
-    settings: Settings, database_url: str, base_url: str = "http://127.0.0.1:8000"
+    settings: Settings,
+    database_url: str,
+    base_url: str = "http://127.0.0.1:8000",
+    gateway_url: str | None = None,
 ) -> None:
+    """Load the demo; its platforms' partner API is `gateway_url` (the sandbox platform the
+    server actually started), moved there if an earlier run registered another address."""
     app = Distribution(env=application_env(settings, database_url))
-    gateway = f"http://127.0.0.1:{settings.ledger_sandbox_platform_port}"
+    gateway = gateway_url or f"http://127.0.0.1:{settings.ledger_sandbox_platform_port}"
     try:
         iqiyi = app.register_platform(demo_id("iqiyi"), "iQiyi", gateway)
         tencent = app.register_platform(demo_id("tencent"), "Tencent Video", gateway)
+        for platform in (iqiyi, tencent):
+            app.point_platform_gateway(platform.id, gateway)
         gold_month = app.register_product(
             demo_id("iqiyi-gold-month"),
             iqiyi.id,
@@ -86,15 +97,29 @@ def load_demo(
             f"\n    key_secret {secret}",
             soft_wrap=True,
         )
+    ledger = command_line()
     console.print(
-        "\nTry next:\n"
+        f"\nTry next, in another terminal in {Path.cwd()}:\n"
         f"  export LEDGER_URL={base_url} LEDGER_KEY_ID={shop.key_id} "
         f"LEDGER_KEY_SECRET={key_secret(settings.secret_bytes, shop.key_id)}\n"
-        f"  ledger call GET /v1/channels/{shop.id}/funds\n"
-        f"  ledger call POST /v1/stock-purchases --body "
+        f"  {ledger} call GET /v1/channels/{shop.id}/funds\n"
+        f"  {ledger} call POST /v1/stock-purchases --body "
         f'\'{{"product_id": "{gold_month.id}", "quantity": 2}}\'\n'
-        "  ledger tokens create --role finance   # then: ledger call GET "
-        "/v1/ledger/trial-balance --token <it>\n"
+        f"  FINANCE=$({ledger} tokens create --role finance)\n"
+        f'  {ledger} call GET /v1/ledger/trial-balance --token "$FINANCE"\n'
         f"  {base_url}/docs  shows the whole API",
         soft_wrap=True,
+        markup=False,
+        highlight=False,
     )
+
+
+def command_line() -> str:
+    """How to type the command line in another terminal: `ledger` when it is on the PATH,
+    else this checkout's shim ./ledger (installed by scripts/run), else the full path."""
+    if shutil.which("ledger"):
+        return "ledger"
+    shim = Path("ledger")
+    if shim.is_file() and os.access(shim, os.X_OK):
+        return "./ledger"
+    return str(Path(sys.executable).parent / "ledger")

@@ -54,6 +54,13 @@ class DirectoryView(View):
                 "directory_platforms",
                 (e.originator_id, e.name, e.gateway_url, at),
             )
+        elif isinstance(e, Platform.GatewayMoved):
+            self._run(
+                curs,
+                "UPDATE {t} SET gateway_url = %s WHERE id = %s",
+                "directory_platforms",
+                (e.gateway_url, e.originator_id),
+            )
         elif isinstance(e, Product.Registered):
             self._run(
                 curs,

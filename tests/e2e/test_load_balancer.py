@@ -111,6 +111,7 @@ def cluster(database_url: str, platform: Platform) -> Iterator[Cluster]:
             "BROKER_URL": broker,
             "LEDGER_SANDBOX": "true",  # the SMS outbox the test reads verification codes from
             "LEDGER_SANDBOX_PLATFORM_PORT": str(platform.port),  # ours; serve starts none
+            "LEDGER_SANDBOX_PLATFORM_START": "false",
             "LEDGER_RATE_ACCOUNT_PER_MINUTE": UNLIMITED,
             "LEDGER_RATE_ADDRESS_PER_MINUTE": UNLIMITED,
             "LEDGER_RATE_CHANNEL_PER_MINUTE": UNLIMITED,

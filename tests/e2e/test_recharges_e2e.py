@@ -87,6 +87,7 @@ def settings_env(platform: Platform, rabbitmq: str) -> dict[str, str]:
         **PLATFORM_ENV,
         "LEDGER_SANDBOX": "true",
         "LEDGER_SANDBOX_PLATFORM_PORT": str(platform.port),
+        "LEDGER_SANDBOX_PLATFORM_START": "false",  # the module's own platform, with its faults
         "BROKER_URL": rabbitmq,
         "LEDGER_POOL_SIZE": "4",
         "LEDGER_RECHARGE_DEADLINE_SECONDS": str(DEADLINE_SECONDS),

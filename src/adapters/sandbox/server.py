@@ -3,13 +3,15 @@
 
 ``GET /sandbox/faults`` shows the switches and ``POST /sandbox/faults`` sets them,
 ``GET /sandbox/credits?account=`` lists the credits (so a test can assert "credited exactly
-once"), ``POST /sandbox/reset`` forgets every order, credit and nonce and restores the faults
+once"), ``GET /sandbox/callbacks`` the order callbacks posted (`adapters.sandbox.callbacks`),
+``POST /sandbox/reset`` forgets every order, credit and nonce and restores the faults
 given at start. The sandbox endpoints are unauthenticated: bind to localhost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +84,11 @@ def create_sandbox_app(secret: str, partner_id: str, faults: Faults | None = Non
     async def get_credits(account: str | None = None) -> dict[str, Any]:
         return {"credits": [credit.credit_json() for credit in platform.credits(account)]}
 
+    @app.get("/sandbox/callbacks")
+    async def get_callbacks() -> dict[str, Any]:
+        """Every callback post so far: order, status, attempt, the answer's HTTP status."""
+        return {"callbacks": platform.callbacks.sent()}
+
     @app.post("/sandbox/reset")
     async def reset() -> dict[str, Any]:
         return {"faults": platform.reset().as_json()}
@@ -97,9 +104,14 @@ def serve(
     partner_id: str,
     faults: Faults | None = None,
     log_level: str = "warning",
+    sock: socket.socket | None = None,
 ) -> None:
-    """Run the sandbox platform in this process until it is stopped."""
+    """Run the sandbox platform in this process until it is stopped: on `sock` when given (a
+    socket already bound, e.g. by the `ledger serve` that started it), else on host:port."""
     import uvicorn
 
     app = create_sandbox_app(secret, partner_id, faults)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=1
+    )
+    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)

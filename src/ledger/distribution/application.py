@@ -67,6 +67,12 @@ class Distribution(LedgerApplication):
         platform = Platform(id=platform_id, name=check_name(name), gateway_url=gateway_url)
         return self._create(platform)
 
+    def point_platform_gateway(self, platform_id: UUID, gateway_url: str) -> Platform:
+        """Point a platform's partner API at another address (recorded only if it differs)."""
+        return self._change(
+            platform_id, self.platform, lambda platform: platform.point_gateway_at(gateway_url)
+        )
+
     def register_product(
         self,
         product_id: UUID,

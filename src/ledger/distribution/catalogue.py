@@ -27,6 +27,16 @@ class Platform(Aggregate):
         self.name = name
         self.gateway_url = gateway_url
 
+    def point_gateway_at(self, gateway_url: str) -> None:
+        """The partner API moved (the sandbox platform started on another port): later calls
+        go to the new address; nothing recorded when it is the same."""
+        if gateway_url != self.gateway_url:
+            self._gateway_moved(gateway_url=gateway_url)
+
+    @event("GatewayMoved")
+    def _gateway_moved(self, gateway_url: str) -> None:
+        self.gateway_url = gateway_url
+
 
 class Product(Aggregate):
     """A sellable plan of one platform, bought by top-level channels at its wholesale cost."""
