@@ -166,7 +166,8 @@ def test_a_database_restart_under_load_costs_no_500(
     outage_seconds = [a.seconds for a in outage]
     print(f"\nanswers by phase: {report}")
     print(f"outage answers: {len(outage)}, latency p50 {statistics.median(outage_seconds):.3f} s,"
-          f" max {max(outage_seconds):.3f} s")
+          f" max {max(outage_seconds):.3f} s; slowest 503"
+          f" {max([a.seconds for a in answers if a.status == 503] or [0]):.3f} s")
 
     assert not [a for a in answers if a.status >= 500 and a.status != 503], report
     assert not [a for a in answers if a.status == 0], f"requests left unanswered: {report}"
@@ -174,7 +175,9 @@ def test_a_database_restart_under_load_costs_no_500(
     unavailable = [a for a in answers if a.status == 503]
     assert len(unavailable) >= 10, f"the outage was not met: {report}"
     assert all(a.code == "unavailable" and a.retry_after for a in unavailable), report
-    assert max(outage_seconds) <= FAST_SECONDS, f"an answer took {max(outage_seconds):.1f} s"
+    slowest_refusal = max(a.seconds for a in unavailable)
+    assert slowest_refusal <= FAST_SECONDS, f"a 503 took {slowest_refusal:.1f} s"
+    assert max(outage_seconds) <= 2 * FAST_SECONDS, f"an answer took {max(outage_seconds):.1f} s"
     assert statistics.median(outage_seconds) < 0.5
     assert len(after) >= 30, report
     assert all(a.status in (200, 201) for a in after), f"not fully served once back: {report}"
@@ -195,3 +198,42 @@ def test_a_database_restart_under_load_costs_no_500(
         funds = api.funds(channel)
     assert acknowledged <= funds <= attempted
     assert served.process.poll() is None, "ledger serve kept running"
+
+
+def test_after_a_quiet_restart_rested_connections_are_checked_not_failed(
+    api: Api, cluster: PrivateCluster
+) -> None:
+    """No request meets the restart: connections that rested in their pools are checked on
+    their way out (no pre-ping otherwise), so every request after it succeeds at once."""
+    channel = api.top_channel("Quiet")
+    assert api.funds(channel) == 0
+    cluster.stop("fast")
+    cluster.start()
+    time.sleep(2.5)  # longer than a pooled connection rests before it is checked
+    replies = []
+    for n in range(20):
+        if n % 2:
+            replies.append(api.operator.post(
+                f"/v1/channels/{channel.id}/deposits",
+                {"amount": {"amount": DEPOSIT, "currency": "CNY"}},
+            ))
+        else:
+            replies.append(channel.get(f"/v1/channels/{channel.id}/funds"))
+    assert [r.status_code for r in replies] == [200, 201] * 10, [r.text for r in replies]
+
+
+def test_serve_waits_for_a_database_that_refuses_it_at_start_up(
+    database_url: str, cluster: PrivateCluster
+) -> None:
+    cluster.stop("fast")
+    starting = threading.Timer(10.0, cluster.start)
+    starting.start()
+    try:
+        (late,) = start_servers(database_url, 1)
+    finally:
+        starting.join()
+    try:
+        assert "retrying for up to 30 s" in late.output()
+        assert httpx.get(f"{late.base_url}/health/ready").status_code == 200
+    finally:
+        late.stop()
