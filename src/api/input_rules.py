@@ -5,7 +5,8 @@
   surrogates, in any string field of any request body (`refuse_control_characters`, which
   `api.schemas.Body` runs on every field, and the `PlainText` type).
 - Times: `Expiry` is aware, in the future and before 2100 in UTC; `Instant` (a filter) is any
-  time between 1970 and 2100 (a time without an offset is UTC, as everywhere in the API).
+  time from 1970 to before 3000 (a time without an offset is UTC, as everywhere in the API),
+  so no offset can push it past what Python and PostgreSQL hold (year 9999).
 - Ids: one canonical UUID form, lowercase and hyphenated, 36 characters (`canonical_uuid`);
   `urn:uuid:`, braces, capitals and bare hex are not ids.
 - Bodies: JSON in UTF-8 only, every object's keys distinct (`StrictJsonBodies`, an ASGI
@@ -35,8 +36,11 @@ BIDI_CONTROLS = frozenset(
 """Cf characters that reorder text: marks, embeddings, overrides and isolates."""
 
 CALENDAR_START = datetime(1970, 1, 1, tzinfo=UTC)
-CALENDAR_END = datetime(2100, 1, 1, tzinfo=UTC)
-"""Times the API accepts lie in [1970, 2100) UTC; an expiry also after now."""
+CALENDAR_END = datetime(3000, 1, 1, tzinfo=UTC)
+"""Times the API accepts lie in [1970, 3000) UTC."""
+
+EXPIRY_END = datetime(2100, 1, 1, tzinfo=UTC)
+"""An expiry lies after now and before 2100 UTC."""
 
 CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -84,19 +88,20 @@ PlainText = Annotated[str, AfterValidator(refuse_control_characters)]
 # times
 
 
-def in_calendar(moment: datetime) -> datetime:
-    """The moment in UTC, if it lies in [1970, 2100)."""
+def in_calendar(moment: datetime, end: datetime = CALENDAR_END) -> datetime:
+    """The moment in UTC, if it lies in [1970, end)."""
+    refusal = f"must be a time from 1970 to before {end.year} (UTC)"
     try:
         utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     except (OverflowError, ValueError):
-        raise ValueError("must be a time between 1970 and 2100 (UTC)") from None
-    if not CALENDAR_START <= utc < CALENDAR_END:
-        raise ValueError("must be a time between 1970 and 2100 (UTC)")
+        raise ValueError(refusal) from None
+    if not CALENDAR_START <= utc < end:
+        raise ValueError(refusal)
     return utc
 
 
 def in_the_future(moment: datetime) -> datetime:
-    utc = in_calendar(moment)
+    utc = in_calendar(moment, EXPIRY_END)
     if utc <= datetime.now(UTC):
         raise ValueError("must be in the future")
     return utc
@@ -106,7 +111,7 @@ Expiry = Annotated[AwareDatetime, AfterValidator(in_the_future)]
 """An expiry: with an offset, after now and before 2100 (UTC), given back in UTC."""
 
 Instant = Annotated[datetime, AfterValidator(in_calendar)]
-"""A time in a filter: between 1970 and 2100, in UTC (no offset: UTC)."""
+"""A time in a filter: from 1970 to before 3000, in UTC (no offset: UTC)."""
 
 AwareInstant = Annotated[AwareDatetime, AfterValidator(in_calendar)]
 """The same, where the offset must be given."""

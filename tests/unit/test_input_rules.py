@@ -139,10 +139,18 @@ def test_an_expiry_is_in_the_future_before_2100_and_in_utc() -> None:
             expiry.validate_python(refused)
 
 
-def test_an_instant_lies_between_1970_and_2100() -> None:
+def test_an_instant_lies_from_1970_to_before_3000() -> None:
     instant = TypeAdapter(Instant)
     assert instant.validate_python("2026-01-01T00:00:00") == datetime(2026, 1, 1, tzinfo=UTC)
-    for refused in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "1969-12-31T23:59Z"):
+    assert instant.validate_python("2999-12-31T23:59:59Z") == datetime(
+        2999, 12, 31, 23, 59, 59, tzinfo=UTC
+    )
+    for refused in (
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+        "1969-12-31T23:59Z",
+        "3000-01-01T00:00:00Z",
+    ):
         with pytest.raises(ValidationError):
             instant.validate_python(refused)
 
