@@ -36,6 +36,8 @@ class PrivateCluster:
     folder: Path
     port: int
     bin: Path
+    settings: str = ""
+    """More `-c name=value` options for the server."""
 
     @property
     def data(self) -> Path:
@@ -56,6 +58,7 @@ class PrivateCluster:
 
     def start(self) -> None:
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c fsync=off"
+        options += self.settings
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
                   str(self.folder / "log"), "-o", options, "-w", "-t", "60", "start")
 
@@ -76,14 +79,17 @@ class PrivateCluster:
 
 
 @contextmanager
-def private_cluster() -> Iterator[PrivateCluster]:
+def private_cluster(**settings: str | int) -> Iterator[PrivateCluster]:
+    """A started cluster (`settings` as server options, e.g. max_connections=100), stopped
+    and deleted afterwards."""
     folder_bin = postgres_bin()
     if folder_bin is None:
         pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
     folder = Path(tempfile.mkdtemp(prefix="ledger-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
-    cluster = PrivateCluster(folder, free_port(), folder_bin)
+    options = "".join(f" -c {name}={value}" for name, value in settings.items())
+    cluster = PrivateCluster(folder, free_port(), folder_bin, options)
     try:
         cluster.init()
         cluster.start()
