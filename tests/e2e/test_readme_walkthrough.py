@@ -1,7 +1,8 @@
 """The README's walkthrough, run as written: every ```sh block of its "Walkthrough" section, in
 order, in one bash (`set -euo pipefail`), against `ledger serve --demo` in sandbox mode, with the
-environment a newcomer has after `scripts/run`: `ledger` on PATH and the `export` line the demo
-printed, taken from the server's own output. The only difference is that the test database
+environment a newcomer has after `scripts/run`: at the repository's root (the walkthrough's
+first line activates .venv) with the `export` line the demo printed, taken from the server's own
+output. The only difference is that the test database
 stands in for the embedded one (DATABASE_URL, which `ledger tokens create`, `ledger verify` and
 the other tools then use) and that the webhook receiver gets a free port (WEBHOOK_PORT, which
 the walkthrough reads with a default).
@@ -29,11 +30,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.e2e.conftest import free_port, ledger_command, sandbox_serving
+from tests.e2e.conftest import free_port, sandbox_serving
 
 pytestmark = pytest.mark.e2e
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
 SECTION = "## Walkthrough"
 MARK = "::walkthrough block {}::"
 SCRIPT_SECONDS = 300  # catches a hang; measured 94-204 s with the 2 cores at load 10-13
@@ -107,11 +109,9 @@ def walkthrough(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     with sandbox_serving(database_url, free_port(), "walkthrough", args=("--demo",)) as server:
         exports = printed_exports(server.log.read_text(errors="replace"))
         assert exports["LEDGER_URL"] == server.base_url, "the demo prints where it serves"
-        bin_dir = str(Path(ledger_command()).parent)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")},
             **exports,
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
             "DATABASE_URL": database_url,
             "WEBHOOK_PORT": str(free_port()),
             "TMPDIR": str(scratch),
@@ -122,7 +122,7 @@ def walkthrough(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         with printed.open("wb") as out:
             process = subprocess.Popen(
                 ["bash", "-euo", "pipefail", str(script)],
-                cwd=scratch,
+                cwd=ROOT,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
