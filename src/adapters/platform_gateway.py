@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from adapters.outbound import AddressNotAllowed, OutboundAddresses, checked_transport
+from adapters.signing import valid_timestamp
 from ledger.recharges.decisions import Cause, StepResult
 
 if TYPE_CHECKING:
@@ -66,6 +67,28 @@ def sign(secret: str, timestamp: str, nonce: str, body: bytes) -> str:
 
 def signature_valid(secret: str, timestamp: str, nonce: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, timestamp, nonce, body), signature.lower())
+
+
+def partner_signature_problem(
+    headers: Any, body: bytes, secret: str, partner_id: str, window_seconds: int
+) -> tuple[str, str] | None:
+    """(code, why) if `headers` do not sign `body` for `partner_id` with `secret` within
+    ±`window_seconds`, else None. Checks the partner id, the headers' form, the window and the
+    HMAC; a nonce's single use is the receiver's to check. Used by the sandbox platform on our
+    requests and by the ledger on the platform's callbacks."""
+    claimed = headers.get("X-Partner-Id", "")
+    timestamp = headers.get("X-Timestamp", "")
+    nonce = headers.get("X-Nonce", "")
+    signature = headers.get("X-Signature", "")
+    if claimed != partner_id:
+        return "unknown_partner", "X-Partner-Id is not a known partner"
+    if not valid_timestamp(timestamp) or not 8 <= len(nonce) <= 64 or len(signature) != 64:
+        return "signature_invalid", "X-Timestamp, X-Nonce and X-Signature needed"
+    if abs(time.time() - int(timestamp)) > window_seconds:
+        return "signature_invalid", "the timestamp is outside the window"
+    if not signature_valid(secret, timestamp, nonce, body, signature):
+        return "signature_invalid", "the signature does not match the request"
+    return None
 
 
 def new_nonce() -> str:

@@ -121,6 +121,11 @@ class Authenticator:
         self._refuse_reuse(key_id, nonce)
         return Principal(role=role, id=str(party_id), subject=party_id)
 
+    def accept_nonce_once(self, key_id: str, nonce: str) -> None:
+        """signature_invalid if `nonce` was already used with `key_id` within the window
+        (for other signers than keys, e.g. a platform's callbacks under `platform:<id>`)."""
+        self._refuse_reuse(key_id, nonce)
+
     def _refuse_reuse(self, key_id: str, nonce: str) -> None:
         """A (key, nonce) pair is accepted once; pairs older than twice the window, whose
         timestamps the window refuses anyway, are pruned now and then."""

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ledger.distribution.application import Distribution
     from ledger.recharges.application import Recharges
     from ledger.recharges.placement import RechargePlacement
+    from ledger.recharges.platform_news import PlatformNews
     from projections.views import Views
 
 
@@ -37,6 +38,7 @@ class Services:
     sandbox_sms: SandboxSms | None
     audit_log: AuditLog
     sealed_codes: SealedBatchCodes
+    platform_news: PlatformNews
 
     def close(self) -> None:
         self.cards.close()

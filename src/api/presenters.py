@@ -93,6 +93,12 @@ def recharge_out(recharge: Recharge) -> RechargeOut:
             k: v.isoformat() if isinstance(v, datetime) else v
             for k, v in recharge.membership.items()
         }
+    discrepancy = None
+    if recharge.discrepancy:
+        discrepancy = {
+            k: v.isoformat() if isinstance(v, datetime) else v
+            for k, v in recharge.discrepancy.items()
+        }
     return RechargeOut(
         id=str(recharge.id),
         status=recharge.status,
@@ -102,6 +108,7 @@ def recharge_out(recharge: Recharge) -> RechargeOut:
         failure=recharge.failure or recharge.review_reason,
         membership=membership,
         requested_at=recharge.requested_at.isoformat(),
+        discrepancy=discrepancy,
     )
 
 

@@ -206,3 +206,5 @@ class RechargeOut(BaseModel):
     failure: str | None = None
     membership: dict[str, Any] | None = None
     requested_at: str | None = None
+    discrepancy: dict[str, Any] | None = None
+    """A platform's news that contradicts the outcome (`late_success`), for an operator."""

@@ -299,6 +299,14 @@ def test_faults_can_be_read_changed_and_reset(sandbox: httpx.Client) -> None:
         "timeout_after_credit": 0,
         "fail_accounts": [BLOCKED_AT_START],
         "hang_seconds": HANG_SECONDS,
+        "callback_url": None,
+        "callback_probability": 1.0,
+        "callback_delay_ms": 0,
+        "callback_duplicates": 0,
+        "callback_out_of_order": False,
+        "callback_bad_signatures": 0,
+        "late_success_accounts": [],
+        "late_success_after_ms": 1000,
     }
     changed = set_faults(sandbox, latency_ms=5, error_rate=0.25)
     assert (changed["latency_ms"], changed["error_rate"], changed["fail_accounts"]) == (

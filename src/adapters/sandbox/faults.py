@@ -7,6 +7,22 @@
   ``hang_seconds`` (longer than the client's read timeout) before answering;
 * ``fail_accounts``: recharges to these accounts fail definitely, with a reason;
 * ``hang_seconds``: how long a time-out-after-credit hangs.
+
+Order callbacks (`adapters.sandbox.callbacks`), posted signed to ``callback_url`` (the
+ledger's ``/v1/platform-callbacks/{platform_id}``; none while it is unset) once an order is
+final, and retried until a 2xx like a real platform's:
+
+* ``callback_probability`` (0..1): the fraction of final orders called back at all;
+* ``callback_delay_ms``: each callback waits this long (plus up to as much again at random
+  when ``callback_out_of_order`` is on) after the order's outcome;
+* ``callback_duplicates`` (N): each callback is sent N more times;
+* ``callback_out_of_order``: callbacks overtake one another, and each order's final callback
+  is followed by a stale ``processing`` one;
+* ``callback_bad_signatures`` (N): the next N callback posts are signed with a wrong secret
+  (the retry after a refusal is signed right);
+* ``late_success_accounts``: recharges to these accounts fail first (answers and a ``failed``
+  callback), then after ``late_success_after_ms`` the platform credits them after all and
+  calls back ``success`` (its status queries say success from then on).
 """
 
 from __future__ import annotations
@@ -26,6 +42,14 @@ class Faults:
     timeout_after_credit: int = 0
     fail_accounts: tuple[str, ...] = ()
     hang_seconds: float = DEFAULT_HANG_SECONDS
+    callback_url: str | None = None
+    callback_probability: float = 1.0
+    callback_delay_ms: int = 0
+    callback_duplicates: int = 0
+    callback_out_of_order: bool = False
+    callback_bad_signatures: int = 0
+    late_success_accounts: tuple[str, ...] = ()
+    late_success_after_ms: int = 1000
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -34,6 +58,14 @@ class Faults:
             "timeout_after_credit": self.timeout_after_credit,
             "fail_accounts": list(self.fail_accounts),
             "hang_seconds": self.hang_seconds,
+            "callback_url": self.callback_url,
+            "callback_probability": self.callback_probability,
+            "callback_delay_ms": self.callback_delay_ms,
+            "callback_duplicates": self.callback_duplicates,
+            "callback_out_of_order": self.callback_out_of_order,
+            "callback_bad_signatures": self.callback_bad_signatures,
+            "late_success_accounts": list(self.late_success_accounts),
+            "late_success_after_ms": self.late_success_after_ms,
         }
 
 
@@ -47,3 +79,12 @@ class FaultsUpdate(BaseModel):
     timeout_after_credit: int | None = Field(default=None, ge=0, le=1_000_000)
     fail_accounts: list[str] | None = Field(default=None, max_length=10_000)
     hang_seconds: float | None = Field(default=None, gt=0, le=3_600)
+    callback_url: str | None = Field(default=None, pattern=r"^(https?://\S+)?$", max_length=2_000)
+    """The ledger's callback URL; "" unsets it."""
+    callback_probability: float | None = Field(default=None, ge=0.0, le=1.0)
+    callback_delay_ms: int | None = Field(default=None, ge=0, le=600_000)
+    callback_duplicates: int | None = Field(default=None, ge=0, le=100)
+    callback_out_of_order: bool | None = None
+    callback_bad_signatures: int | None = Field(default=None, ge=0, le=1_000_000)
+    late_success_accounts: list[str] | None = Field(default=None, max_length=10_000)
+    late_success_after_ms: int | None = Field(default=None, ge=0, le=600_000)

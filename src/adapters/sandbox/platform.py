@@ -16,12 +16,19 @@ from typing import Any
 
 from fastapi import Response
 
-from adapters.platform_gateway import encode_body, format_time, new_nonce, sign, signature_valid
+from adapters.platform_gateway import (
+    encode_body,
+    format_time,
+    new_nonce,
+    partner_signature_problem,
+    sign,
+)
+from adapters.sandbox.callbacks import CallbackSender
 from adapters.sandbox.faults import Faults, FaultsUpdate
-from adapters.signing import valid_timestamp
 
 SIGNATURE_WINDOW_SECONDS = 300
 FAILED_ACCOUNT_REASON = "account_not_eligible: this account cannot receive memberships"
+LATE_SUCCESS_REASON = "system_busy: the order could not be completed"
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,17 @@ class Order:
             "duration_days": self.duration_days,
             "membership_starts_at": format_time(self.starts_at) if self.starts_at else None,
             "membership_ends_at": format_time(self.ends_at) if self.ends_at else None,
+        }
+
+    def callback_json(self) -> dict[str, Any]:
+        """The body of the order's callback (API.md: platform callbacks)."""
+        return {
+            "order_no": self.order_no,
+            "status": self.status,
+            "platform_order_id": self.platform_order_id,
+            "starts_at": format_time(self.starts_at) if self.starts_at else None,
+            "ends_at": format_time(self.ends_at) if self.ends_at else None,
+            "reason": self.reason,
         }
 
     def credit_json(self) -> dict[str, Any]:
@@ -102,6 +120,9 @@ class SandboxPlatform:
         self._clock = clock
         self._lock = threading.Lock()
         self._state = _State(faults=self._initial_faults)
+        self.callbacks = CallbackSender(
+            secret, partner_id, lambda: self.faults, self._take_bad_signature
+        )
 
     # --- switches and records -------------------------------------------------------------
 
@@ -112,16 +133,29 @@ class SandboxPlatform:
 
     def set_faults(self, update: FaultsUpdate) -> Faults:
         changes = update.model_dump(exclude_none=True)
-        if "fail_accounts" in changes:
-            changes["fail_accounts"] = tuple(changes["fail_accounts"])
+        for listed in ("fail_accounts", "late_success_accounts"):
+            if listed in changes:
+                changes[listed] = tuple(changes[listed])
+        if changes.get("callback_url") == "":
+            changes["callback_url"] = None
         with self._lock:
             self._state.faults = replace(self._state.faults, **changes)
             return self._state.faults
 
     def reset(self) -> Faults:
+        self.callbacks.reset()
         with self._lock:
             self._state = _State(faults=self._initial_faults)
             return self._state.faults
+
+    def _take_bad_signature(self) -> bool:
+        """Whether the next callback post is to be signed wrong (counts the knob down)."""
+        with self._lock:
+            left = self._state.faults.callback_bad_signatures
+            if left <= 0:
+                return False
+            self._state.faults = replace(self._state.faults, callback_bad_signatures=left - 1)
+            return True
 
     def credits(self, account: str | None = None) -> list[Order]:
         with self._lock:
@@ -137,16 +171,12 @@ class SandboxPlatform:
         partner_id = headers.get("X-Partner-Id", "")
         timestamp = headers.get("X-Timestamp", "")
         nonce = headers.get("X-Nonce", "")
-        signature = headers.get("X-Signature", "")
-        if partner_id != self.partner_id:
-            raise Refused(401, "unknown_partner", "X-Partner-Id is not a known partner")
-        if not valid_timestamp(timestamp) or not 8 <= len(nonce) <= 64 or len(signature) != 64:
-            raise Refused(401, "signature_invalid", "X-Timestamp, X-Nonce and X-Signature needed")
+        problem = partner_signature_problem(
+            headers, body, self.secret, self.partner_id, SIGNATURE_WINDOW_SECONDS
+        )
+        if problem is not None:
+            raise Refused(401, *problem)
         now = time.time()
-        if abs(now - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
-            raise Refused(401, "signature_invalid", "the timestamp is outside the window")
-        if not signature_valid(self.secret, timestamp, nonce, body, signature):
-            raise Refused(401, "signature_invalid", "the signature does not match the request")
         try:
             payload = json.loads(body)
         except ValueError as error:
@@ -171,7 +201,44 @@ class SandboxPlatform:
         return payload
 
     def recharge(self, payload: dict[str, Any]) -> tuple[Order, bool]:
-        """The order's record (the first one for a repeated order number) and whether to hang."""
+        """The order's record (the first one for a repeated order number) and whether to hang;
+        a new order's outcome is called back as the knobs say."""
+        order, hang, new = self._place(payload)
+        if new:
+            self.callbacks.order_final(order.callback_json())
+            if order.reason == LATE_SUCCESS_REASON:
+                delay = self.faults.late_success_after_ms / 1000
+                self._credit_later(delay, order.order_no)
+        return order, hang
+
+    def _credit_later(self, seconds: float, order_no: str) -> None:
+        timer = threading.Timer(seconds, self._credit_late, (order_no,))
+        timer.daemon = True
+        timer.start()
+
+    def _credit_late(self, order_no: str) -> None:
+        """A late-success order is credited after all, and called back as a success."""
+        with self._lock:
+            state = self._state
+            order = state.orders.get(order_no)
+            if order is None or order.status != "failed" or order.reason != LATE_SUCCESS_REASON:
+                return  # reset since, or already done
+            now = self._clock()
+            key = (order.account, order.product_code)
+            starts = max(now, state.period_ends.get(key, now))
+            order = replace(
+                order,
+                status="success",
+                reason=None,
+                starts_at=starts,
+                ends_at=starts + timedelta(days=order.duration_days),
+            )
+            state.orders[order_no] = order
+            state.credits.append(order)
+            state.period_ends[key] = order.ends_at  # type: ignore[assignment]
+        self.callbacks.order_final(order.callback_json())
+
+    def _place(self, payload: dict[str, Any]) -> tuple[Order, bool, bool]:
         order_no = _text(payload, "order_no", 64)
         account = _text(payload, "account", 128)
         product_code = _text(payload, "product_code", 64)
@@ -188,23 +255,24 @@ class SandboxPlatform:
                     days,
                 ):
                     raise Refused(409, "order_no_conflict", "order_no was used for another order")
-                return known, False
+                return known, False, False
             state.sequence += 1
             platform_order_id = f"PO{state.sequence:010d}"
             now = self._clock()
-            if account in state.faults.fail_accounts:
+            late = account in state.faults.late_success_accounts
+            if late or account in state.faults.fail_accounts:
                 order = Order(
                     order_no=order_no,
                     account=account,
                     product_code=product_code,
                     duration_days=days,
                     status="failed",
-                    reason=FAILED_ACCOUNT_REASON,
+                    reason=LATE_SUCCESS_REASON if late else FAILED_ACCOUNT_REASON,
                     platform_order_id=platform_order_id,
                     received_at=now,
                 )
                 state.orders[order_no] = order
-                return order, False
+                return order, False, True
             starts = max(now, state.period_ends.get((account, product_code), now))
             ends = starts + timedelta(days=days)
             order = Order(
@@ -227,7 +295,7 @@ class SandboxPlatform:
                 state.faults = replace(
                     state.faults, timeout_after_credit=state.faults.timeout_after_credit - 1
                 )
-            return order, hang
+            return order, hang, True
 
     def order_status(self, payload: dict[str, Any]) -> dict[str, Any]:
         order_no = _text(payload, "order_no", 64)

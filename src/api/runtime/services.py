@@ -15,6 +15,7 @@ from api.container import Services
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.recharges.placement import PlacementLimits, RechargePlacement
+from ledger.recharges.platform_news import PlatformNews
 from projections.views import Views
 
 
@@ -60,4 +61,5 @@ def build_services(settings: Settings, database_url: str, runtime: Any) -> Servi
         sandbox_sms=sandbox_sms,
         audit_log=AuditLog(pool),
         sealed_codes=SealedBatchCodes(pool, settings.secret_bytes),
+        platform_news=PlatformNews(runtime.recharges, distribution),
     )
