@@ -331,6 +331,8 @@ def test_only_the_canonical_uuid_form_finds_anything(
     for spelling in other_spellings(channel.id):
         path = f"/v1/channels/{spelling}/funds"
         assert_refused(channel.get(path), 404, "not_found")
+        assert api.anonymous.get(f"/r/{spelling}").status_code == 404, "the recharge page"
+    assert api.anonymous.get(f"/r/{channel.id}").status_code == 200
     before = recorded()
     for spelling in other_spellings(product):
         reply = channel.post("/v1/stock-purchases", {"product_id": spelling, "quantity": 1})

@@ -16,13 +16,13 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from api import i18n
 from api.container import Services, get_services
+from api.input_rules import canonical_uuid
 from api.routes.recharges import find_recharge
 from ledger.distribution.application import Distribution
 from ledger.distribution.channel import Channel
@@ -81,9 +81,12 @@ def render(
 
 
 def page_channel(distribution: Distribution, channel_ref: str) -> Channel | None:
+    channel_id = canonical_uuid(channel_ref)
+    if channel_id is None:
+        return None
     try:
-        return distribution.channel(UUID(channel_ref))
-    except (ValueError, NotFound):
+        return distribution.channel(channel_id)
+    except NotFound:
         return None
 
 
@@ -131,10 +134,7 @@ def recharge_status(
     """Status and a message for the page; a recharge of another channel does not exist here.
     `slow`: still pending past LEDGER_PAGE_PENDING_NOTICE_SECONDS, and the message says so."""
     channel = page_channel(services.distribution, channel_id)
-    try:
-        wanted = UUID(recharge_id)
-    except ValueError:
-        wanted = None
+    wanted = canonical_uuid(recharge_id)
     recharge = None
     if channel is not None and wanted is not None:
         try:
