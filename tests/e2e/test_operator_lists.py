@@ -4,6 +4,7 @@ one cursor-paged, refusing bad input with a problem and other channels' rows wit
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -292,3 +293,52 @@ def test_two_exports_at_once_give_the_codes_to_one(api: Api, world: dict[str, An
     with ThreadPoolExecutor(4) as pool:
         replies = list(pool.map(lambda _: top.post(f"/v1/code-batches/{batch}/export"), range(4)))
     assert sorted(r.status_code for r in replies) == [200, 409, 409, 409], [r.text for r in replies]
+
+
+TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?\+00:00")
+LOOKS_LIKE_A_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}")
+
+
+def times_in(value: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every string of an answer that holds a date and time, with where it was found."""
+    if isinstance(value, dict):
+        return [t for key, item in value.items() for t in times_in(item, f"{where}.{key}")]
+    if isinstance(value, list):
+        return [t for n, item in enumerate(value) for t in times_in(item, f"{where}[{n}]")]
+    if isinstance(value, str) and LOOKS_LIKE_A_TIME.match(value):
+        return [(where, value)]
+    return []
+
+
+def test_every_answer_writes_times_one_way(api: Api, world: dict[str, Any]) -> None:
+    """ISO 8601 with a T and the UTC offset, in lists as in the single GET."""
+    top = world["top"]
+    account = f"136{uuid.uuid4().int % 10**8:08d}"
+    api.buy(top, world["product_id"], 1)
+    batch = top.post("/v1/code-batches", {"product_id": world["product_id"], "quantity": 1})
+    assert batch.status_code == 201, batch.text
+    recharge = place(api, top, batch.json()["codes"][0], account)
+    answers = {
+        "recharge": api.operator.get(f"/v1/recharges/{recharge}"),
+        "recharges": api.operator.get(f"/v1/recharges?account={account}"),
+        "channel's recharges": top.get("/v1/recharges"),
+        "channels": api.operator.get("/v1/channels"),
+        "platforms": api.operator.get("/v1/platforms"),
+        "products": api.operator.get("/v1/products"),
+        "code batches": api.operator.get("/v1/code-batches"),
+        "withdrawals": api.operator.get("/v1/withdrawals"),
+        "dead letters": api.operator.get("/v1/dead-letters"),
+        "audit log": api.operator.get("/v1/audit-log"),
+        "projections": api.operator.get("/v1/projections"),
+        "journal": api.finance.get("/v1/ledger/journal"),
+    }
+    found: list[tuple[str, str]] = []
+    for name, reply in answers.items():
+        assert reply.status_code == 200, (name, reply.text)
+        found += times_in(reply.json(), name)
+    named = {where.split(".")[0].split("[")[0] for where, _ in found}
+    assert {"recharge", "recharges", "channels", "platforms", "journal"} <= named, named
+    wrong = [(where, value) for where, value in found if not TIME.fullmatch(value)]
+    assert not wrong, wrong
+    (listed,) = answers["recharges"].json()["items"]
+    assert listed["id"] == recharge, "the account filter is applied"
