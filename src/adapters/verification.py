@@ -90,9 +90,10 @@ class PostgresVerificationCodes:
                     (channel_id, account, self._hash(channel_id, account, code), nonce, valid),
                 )
         minutes = max(1, valid // 60)
-        self.sms.send(
+        shown = "".join(c for c in channel_name if c.isprintable())  # a name kept from before
+        self.sms.send(  # the API refused control characters (a NUL made every send a 500)
             account,
-            f"[{channel_name}] Your verification code is {code}. "
+            f"[{shown}] Your verification code is {code}. "
             f"It is valid for {minutes} minute{'s' if minutes != 1 else ''}.",
             code,
         )
