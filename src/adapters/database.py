@@ -138,9 +138,15 @@ class ConnectionBudget:
         if self.runners:
             weights.update(RUNNER_WEIGHTS)
             fixed = FIXED_WITH_RUNNERS
-        spare = max(self.total - fixed, len(weights))
+        # one each, then the rest by weight (largest remainders get what rounding left)
+        extra = max(self.total - fixed - len(weights), 0)
         whole = sum(weights.values())
-        return {name: max(1, spare * weight // whole) for name, weight in weights.items()}
+        sizes = {name: 1 + extra * weight // whole for name, weight in weights.items()}
+        left = self.total - fixed - sum(sizes.values())
+        by_remainder = sorted(weights, key=lambda name: -(extra * weights[name] % whole))
+        for name in by_remainder[: max(left, 0)]:
+            sizes[name] += 1
+        return sizes
 
     def size(self, name: str) -> int:
         return self.sizes()[name]
@@ -260,13 +266,13 @@ class DatabaseHealth:
                 break
         else:
             return
+        self.epoch += 1  # every connection opened before is checked before it is lent
+        for pool in list(self._pools):
+            try:
+                pool.check()
+            except Exception:  # noqa: BLE001 - a pool closed meanwhile
+                log.debug("pool %s not checked", getattr(pool, "name", pool))
         with self._mutex:
-            self.epoch += 1
-            for pool in list(self._pools):
-                try:
-                    pool.check()
-                except Exception:  # noqa: BLE001 - a pool closed meanwhile
-                    log.debug("pool %s not checked", getattr(pool, "name", pool))
             away = time.monotonic() - (self.down_since or time.monotonic())
             self.down_since = None
             self.recoveries += 1

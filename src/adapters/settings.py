@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     )
     ledger_db_connections: int = Field(
         default=20,
-        ge=6,
+        ge=8,
         description="The most PostgreSQL connections one process holds: every pool (the read "
         "pool, each application's event store, the views, the saga starter) is sized from it.",
     )
