@@ -256,10 +256,12 @@ def test_a_card_is_bought_shared_consumed_and_its_commission_withdrawn(
 def test_the_operators_and_finances_first_commands(walkthrough: Run) -> None:
     output = block_with(walkthrough, "ledger projections status")
     assert re.search(r"balances +. distribution .* running", output), output
-    lists = answers(output)
-    assert lists[0]["items"] == [], "nothing waits in the review queue"
-    assert [item["status"] for item in lists[1]["items"]] == ["succeeded"], "by account"
-    assert lists[2]["items"], "the audit log has lines"
+    channels, review, by_account, audit = answers(output)
+    names = {item["name"] for item in channels["items"]}
+    assert {"East China Digital", "Shanghai Telecom Shops", "Pudong Store 12"} <= names
+    assert review["items"] == [], "nothing waits in the review queue"
+    assert [item["status"] for item in by_account["items"]] == ["succeeded"]
+    assert {line["kind"] for line in audit["items"]} >= {"token_use"}, "these calls are audited"
     assert "balances: version 2 is live (was 1)" in output
 
     output = block_with(walkthrough, "ledger verify")
