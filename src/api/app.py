@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.settings import Settings
 from api import openapi, problems
-from api.input_rules import StrictJsonBodies
+from api.input_rules import PlainQueries, StrictJsonBodies
 from api.metrics import RequestMetrics
 from api.problems import problem_response
 from api.routes import ROUTERS
@@ -96,6 +96,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         app.include_router(router)
     openapi.install(app, ROUTERS)
     app.add_middleware(StrictJsonBodies)
+    app.add_middleware(PlainQueries)
     app.add_middleware(DatabaseGate)
     app.add_middleware(BodyLimit, max_bytes=settings.ledger_max_body_bytes)
     app.add_middleware(RequestMetrics)

@@ -3,7 +3,8 @@
 - Text: no control characters (Unicode Cc, tab and newline included), no bidirectional
   overrides or isolates (they make a name read differently from what it is) and no unpaired
   surrogates, in any string field of any request body (`refuse_control_characters`, which
-  `api.schemas.Body` runs on every field, and the `PlainText` type).
+  `api.schemas.Body` runs on every field, and the `PlainText` type), nor in any query
+  parameter (`PlainQueries`, an ASGI middleware: a NUL in `?account=` was a 500).
 - Times: `Expiry` is aware, in the future and before 2100 in UTC; `Instant` (a filter) is any
   time from 1970 to before 3000 (a time without an offset is UTC, as everywhere in the API),
   so no offset can push it past what Python and PostgreSQL hold (year 9999).
@@ -22,6 +23,7 @@ import re
 import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime
@@ -248,6 +250,35 @@ class StrictJsonBodies:
         else:
             response = problem_response(request, code, detail)
         await response(scope, receive, send)
+
+
+class PlainQueries:
+    """Refuses a query string whose names or values, percent-decoded, hold a character the
+    text rule refuses, before any route reads them (422 `validation_failed`, the parameter
+    named)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if query:
+            text = query.decode("latin-1")
+            for name, value in parse_qsl(text, keep_blank_values=True):
+                found = unwanted_character(name) or unwanted_character(value)
+                if found is not None:
+                    detail = f"must not contain control characters (U+{ord(found[1]):04X})"
+                    field = "query." + "".join(c for c in name if c.isprintable())[:64]
+                    request = Request(scope, receive)
+                    response = problem_response(
+                        request,
+                        "validation_failed",
+                        "the request has invalid fields",
+                        errors=[{"field": field, "message": detail}],
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:

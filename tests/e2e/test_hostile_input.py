@@ -242,6 +242,20 @@ def test_a_shared_card_already_expired_is_refused(
     assert reply.status_code == 201, reply.text
 
 
+def test_a_control_character_in_a_query_is_refused(api: Api, stocked: tuple[Caller, str]) -> None:
+    channel, _ = stocked
+    for caller, path in (
+        (api.operator, "/v1/recharges?account=139%0000000"),
+        (api.operator, "/v1/sandbox/sms?account=139%0000000"),
+        (api.operator, "/v1/recharges?status=pending&account=139%E2%80%AE0000"),
+        (channel, f"/v1/channels?parent_id={channel.id}%00"),
+        (api.operator, "/v1/audit-log?kind=%0A"),
+    ):
+        reply = caller.get(path)
+        assert_refused(reply, 422, "validation_failed")
+    assert api.operator.get("/v1/recharges?account=13900000000").status_code == 200
+
+
 def test_time_filters_past_the_calendar_are_refused(api: Api) -> None:
     for path in (
         "/v1/ledger/accounts/asset:cash/balance?as_of=9999-12-31T23:59:59-14:00",
