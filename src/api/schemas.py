@@ -46,9 +46,20 @@ class Body(BaseModel):
         return refuse_control_characters_within(value)
 
 
+MONEY_SHAPE = 'money is an object in minor units (fen): {"amount": 300, "currency": "CNY"}'
+
+
 class MoneyIn(Body):
     amount: Annotated[StrictInt, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
     currency: Currency = "CNY"
+
+    @model_validator(mode="before")
+    @classmethod
+    def an_object(cls, value: Any) -> Any:
+        """A bare number is the usual first mistake: say what the shape is."""
+        if not isinstance(value, dict):
+            raise ValueError(MONEY_SHAPE)
+        return value
 
     def to_money(self) -> Money:
         return Money(self.amount, self.currency)
