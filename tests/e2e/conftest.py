@@ -32,7 +32,7 @@ from psycopg import sql
 from adapters.signing import new_nonce, sign_request
 
 ADMIN_URL = os.environ.get("LEDGER_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-STARTUP_SECONDS = 30
+STARTUP_SECONDS = 90  # a loaded machine (or the demo) can take a while; a hang still fails
 AUTO = object()
 """Default of `idempotency_key`: a fresh key for every POST."""
 
