@@ -36,6 +36,11 @@ class RechargesView(View):
                 "WHERE id = %(id)s"
             )
             row |= {"step": f"{e.number}-{e.kind}", "due": e.due_at}
+        elif isinstance(e, Recharge.DiscrepancyFound):
+            statement = (
+                "UPDATE {t} SET discrepancy = %(kind)s, updated_at = %(at)s WHERE id = %(id)s"
+            )
+            row |= {"kind": e.kind}
         elif type(e) in STATUS_AFTER:
             statement = (
                 "UPDATE {t} SET status = %(status)s, failure = %(failure)s, step_id = NULL, "
@@ -86,8 +91,10 @@ class RechargesReader:
         account: str | None,
         after: Any,
         limit: int,
+        discrepancy: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first; `channel_ids` None means every channel (the operator's queue)."""
+        """Newest first; `channel_ids` None means every channel (the operator's queue);
+        `discrepancy` keeps the recharges with one of that kind (`late_success`)."""
         clauses: list[str] = []
         params: list[Any] = []
         if channel_ids is not None:
@@ -99,12 +106,16 @@ class RechargesReader:
         if account:
             clauses.append("account = %s")
             params.append(account)
+        if discrepancy:
+            clauses.append("discrepancy = %s")
+            params.append(discrepancy)
         if after:
             clauses.append("(requested_at, id) < (SELECT requested_at, id FROM {t} WHERE id = %s)")
             params.append(after)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         query = SQL(
-            "SELECT id, status, product_id, account, channel_id, failure, requested_at "
+            "SELECT id, status, product_id, account, channel_id, failure, requested_at, "
+            "discrepancy "
             "FROM {t} " + where + " ORDER BY requested_at DESC, id DESC LIMIT %s"
         ).format(t=self.table)
         with self.pool.connection() as conn:

@@ -175,6 +175,23 @@ def saga_events(setup: Setup, recharge_id: str) -> list[str]:
     return [str(topic).rsplit(".", 1)[-1] for (topic,) in rows]
 
 
+def listed_discrepancies(setup: Setup) -> dict[str, dict[str, Any]]:
+    """The operator's list of recharges with a late_success discrepancy (every page)."""
+    found: dict[str, dict[str, Any]] = {}
+    after = ""
+    while True:
+        reply = setup.api.operator.get(
+            f"/v1/recharges?discrepancy=late_success&limit=100{after}"
+        )
+        assert reply.status_code == 200, reply.text
+        for item in reply.json()["items"]:
+            assert item["discrepancy"] == "late_success"
+            found[item["id"]] = item
+        if not reply.json()["next_cursor"]:
+            return found
+        after = f"&after={reply.json()['next_cursor']}"
+
+
 def stock(channel: Caller, product_id: str) -> tuple[int, int, int]:
     reply = channel.get(f"/v1/channels/{channel.id}/stock")
     assert reply.status_code == 200, reply.text
@@ -226,6 +243,7 @@ def test_a_callback_is_news_of_the_outcome_while_the_platforms_answer_hangs(knob
     assert names.count("Succeeded") == 1
     assert names.index("Succeeded") == names.index("CallbackReceived") + 1
     assert "CallbackIgnored" not in names and "DiscrepancyFound" not in names
+    assert recharge_id not in listed_discrepancies(setup)
     assert stock(channel, setup.product_id) == (0, 0, 1)
     assert len(setup.platform.credits(account)) == 1
 
@@ -260,6 +278,8 @@ def test_a_late_success_after_a_failure_is_one_discrepancy_and_no_second_credit(
     ]
     names = saga_events(setup, recharge_id)
     assert names.count("DiscrepancyFound") == 1
+    listed = listed_discrepancies(setup)
+    assert recharge_id in listed and listed[recharge_id]["status"] == "failed"
     assert "Succeeded" not in names
     assert names.count("Failed") == 1  # from the answer or the failed callback, once
     assert stock(channel, setup.product_id) == (0, 1, 0)  # released, not consumed

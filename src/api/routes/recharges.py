@@ -99,11 +99,13 @@ def list_recharges(
     after: str | None = Query(None, max_length=64),
     channel_id: str | None = Query(None, max_length=64),
     account: str | None = Query(None, min_length=1, max_length=64),
+    discrepancy: str | None = Query(None, pattern="^late_success$"),
     principal: Principal = Depends(authenticate),
     services: Services = Depends(get_services),
 ) -> Any:
-    """The operator sees every channel's (its review queue is `?status=review`); a channel
-    sees its subtree's."""
+    """The operator sees every channel's (its review queue is `?status=review`; recharges a
+    platform's callback contradicted, `?discrepancy=late_success`); a channel sees its
+    subtree's."""
     require(principal, "channel", "operator")
     channel_ids: list[UUID] | None = None
     if channel_id:
@@ -113,7 +115,9 @@ def list_recharges(
         channel_ids = services.views.directory.subtree(principal.channel_id)
     cursor = parse_cursor(after)
     services.views.recharges_caught_up()
-    rows = services.views.recharges.listing(channel_ids, status, account, cursor, limit + 1)
+    rows = services.views.recharges.listing(
+        channel_ids, status, account, cursor, limit + 1, discrepancy
+    )
     return recharges_page(rows, limit)
 
 
