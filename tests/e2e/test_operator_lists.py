@@ -342,3 +342,27 @@ def test_every_answer_writes_times_one_way(api: Api, world: dict[str, Any]) -> N
     assert not wrong, wrong
     (listed,) = answers["recharges"].json()["items"]
     assert listed["id"] == recharge, "the account filter is applied"
+
+
+def test_a_filter_a_list_does_not_apply_is_refused_not_ignored(
+    api: Api, world: dict[str, Any]
+) -> None:
+    for caller, path, unknown in (
+        (api.operator, "/v1/platforms?name=Youku", "name"),
+        (api.operator, f"/v1/channels?parent={world['top'].id}", "parent"),
+        (api.operator, "/v1/products?currency=CNY&limit=5", "currency"),
+        (api.operator, "/v1/withdrawals?state=paid", "state"),
+        (world["top"], "/v1/code-batches?product_id=x", "product_id"),
+        (api.operator, "/v1/audit-log?account=13900000000", "account"),
+        (api.finance, "/v1/ledger/journal?account=x", "account"),
+    ):
+        reply = caller.get(path)
+        problem(reply, 422, "validation_failed")
+        body = reply.json()
+        assert body["errors"] == [
+            {"field": unknown, "message": body["errors"][0]["message"]}
+        ], body
+        assert body["detail"].startswith(f"{unknown}: not a query parameter of GET /v1/"), body
+    takes = api.operator.get("/v1/platforms?name=Youku").json()["detail"]
+    assert takes.endswith("(it takes after, limit)"), takes
+    assert api.operator.get("/v1/platforms?limit=1").status_code == 200

@@ -13,8 +13,11 @@ from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
 from api.input_rules import Instant, canonical_uuid
 from api.problems import Problem
+from api.routes.query import declared_filters_only
 
-router = APIRouter(prefix="/v1", tags=["operations"])
+router = APIRouter(
+    prefix="/v1", tags=["operations"], dependencies=[Depends(declared_filters_only)]
+)
 
 
 @router.get("/audit-log")

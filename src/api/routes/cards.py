@@ -14,8 +14,11 @@ from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
 from api.routes.acting import acting
 from api.routes.distribution import parse_id
+from api.routes.query import declared_filters_only
 
-router = APIRouter(prefix="/v1", tags=["member cards"])
+router = APIRouter(
+    prefix="/v1", tags=["member cards"], dependencies=[Depends(declared_filters_only)]
+)
 
 Limit = Query(50, ge=1, le=100)
 

@@ -10,8 +10,11 @@ from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
 from api.input_rules import AwareInstant
 from api.presenters import journal_page
+from api.routes.query import declared_filters_only
 
-router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
+router = APIRouter(
+    prefix="/v1/ledger", tags=["ledger"], dependencies=[Depends(declared_filters_only)]
+)
 
 AccountName = Path(min_length=3, max_length=300, pattern=r"^[a-z]+(:[A-Za-z0-9_.\-]+)+$")
 

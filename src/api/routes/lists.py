@@ -12,8 +12,9 @@ from api.container import Services, get_services
 from api.presenters import batch_row, page_of, row_out
 from api.problems import Problem
 from api.routes.distribution import parse_cursor, parse_id, visible_channel
+from api.routes.query import declared_filters_only
 
-router = APIRouter(prefix="/v1", tags=["lists"])
+router = APIRouter(prefix="/v1", tags=["lists"], dependencies=[Depends(declared_filters_only)])
 
 LIMIT = Query(50, ge=1, le=100)
 AFTER = Query(None, max_length=64)

@@ -14,9 +14,12 @@ from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
 from api.routes.acting import acting
 from api.routes.distribution import parse_id
+from api.routes.query import declared_filters_only
 from api.schemas import Created
 
-router = APIRouter(prefix="/v1", tags=["member cards"])
+router = APIRouter(
+    prefix="/v1", tags=["member cards"], dependencies=[Depends(declared_filters_only)]
+)
 
 
 @router.post("/cards/{card_id}/shared-cards", status_code=201, response_model=Created)
