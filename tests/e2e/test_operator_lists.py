@@ -355,6 +355,9 @@ def test_a_filter_a_list_does_not_apply_is_refused_not_ignored(
         (world["top"], "/v1/code-batches?product_id=x", "product_id"),
         (api.operator, "/v1/audit-log?account=13900000000", "account"),
         (api.finance, "/v1/ledger/journal?account=x", "account"),
+        (api.operator, "/v1/recharges?state=review", "state"),
+        (world["top"], "/v1/recharges?code=x", "code"),
+        (api.operator, "/v1/projections?name=journal", "name"),
     ):
         reply = caller.get(path)
         problem(reply, 422, "validation_failed")

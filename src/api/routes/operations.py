@@ -12,6 +12,7 @@ from api.auth import Principal, authenticate, require
 from api.container import Services, get_services
 from api.presenters import standings_page
 from api.problems import Problem
+from api.routes.query import declared_filters_only
 from api.runtime.dispatcher import DISPATCHER_FEED
 from api.runtime.outage import health_of
 
@@ -43,7 +44,7 @@ def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/projections")
+@router.get("/v1/projections", dependencies=[Depends(declared_filters_only)])
 def projections(
     limit: int = Query(50, ge=1, le=100),
     after: str | None = Query(None, max_length=200),

@@ -13,6 +13,7 @@ from api.idempotency import IdempotentCall, idempotent, idempotent_page
 from api.presenters import recharge_out, recharges_page
 from api.problems import Problem
 from api.routes.distribution import parse_cursor, parse_id, visible_channel
+from api.routes.query import declared_filters_only
 from api.schemas import EndUserIn, RechargeIn, RechargeOut, ResolutionIn, VerificationIn
 from ledger.distribution.channel import Channel
 from ledger.errors import NotFound
@@ -92,7 +93,7 @@ def get_recharge(
     return recharge_out(recharge)
 
 
-@router.get("/recharges")
+@router.get("/recharges", dependencies=[Depends(declared_filters_only)])
 def list_recharges(
     status: str | None = Query(None, pattern="^(pending|succeeded|failed|review)$"),
     limit: int = Query(50, ge=1, le=100),
