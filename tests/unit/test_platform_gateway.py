@@ -354,3 +354,31 @@ def test_each_platform_gets_one_gateway_kept_for_every_step() -> None:
         assert first._client.timeout.read == 3
     finally:
         gateways.close()
+
+
+# --- the partner signature check, shared by the sandbox and the ledger's callback route ------
+
+
+def test_the_partner_signature_check_accepts_only_a_fresh_exact_signature() -> None:
+    import time
+
+    from adapters.platform_gateway import partner_signature_problem, signed_headers
+
+    body = b'{"order_no":"o1","status":"success"}'
+    now = str(int(time.time()))
+    good = signed_headers("s3cret", "partner", now, "n" * 16, body)
+    assert partner_signature_problem(good, body, "s3cret", "partner", 300) is None
+    refusals = [
+        (good, body + b" ", "s3cret", "partner"),  # another body
+        (good, body, "other", "partner"),  # another secret
+        (good | {"X-Partner-Id": "someone"}, body, "s3cret", "partner"),
+        (good | {"X-Nonce": "short"}, body, "s3cret", "partner"),
+        (good | {"X-Timestamp": "¹²³"}, body, "s3cret", "partner"),
+        (signed_headers("s3cret", "partner", str(int(now) - 301), "n" * 16, body), body,
+         "s3cret", "partner"),
+    ]
+    codes = [partner_signature_problem(h, b, s, p, 300) for h, b, s, p in refusals]
+    assert [c[0] if c else None for c in codes] == [
+        "signature_invalid", "signature_invalid", "unknown_partner", "signature_invalid",
+        "signature_invalid", "signature_invalid",
+    ]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ledger.recharges.callbacks import (
@@ -204,3 +204,74 @@ def test_any_sequence_of_callbacks_credits_at_most_once_and_repeats_record_nothi
         assert recharge.status == "failed"
         assert recharge.membership is None
         assert names.count("DiscrepancyFound") == (1 if "success" in statuses else 0)
+
+
+# --- steps and callbacks interleaved, against a model platform ------------------------------
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("step"), st.sampled_from(["truth", "lost"])),
+            st.tuples(st.just("platform"), st.sampled_from(["success", "failed"])),
+            st.tuples(st.just("callback"), st.sampled_from(["current", "stale", "processing"])),
+        ),
+        max_size=30,
+    )
+)
+@example(  # the late success, for sure: failed by the answer, credited, called back
+    [("platform", "failed"), ("step", "truth"), ("platform", "success"), ("callback", "current")]
+)
+@example(  # news by callback only, then a stale failure and the step's late answer
+    [("platform", "success"), ("callback", "current"), ("callback", "stale"), ("step", "truth")]
+)
+@settings(max_examples=300)
+def test_steps_and_callbacks_interleaved_never_credit_twice_nor_drop_a_late_success(actions):
+    """The platform's order moves processing → success | failed, and may credit a failed one
+    later (a late success). The saga's steps get its truth or lose the answer; callbacks carry
+    its current status, a stale one from its history, or `processing`. Whatever the order: at
+    most one Succeeded, only for an order the platform credited; a recharge that failed stays
+    failed; a success heard after our failure is one discrepancy, never dropped."""
+    recharge = new_recharge()
+    history: list[str] = ["processing"]
+    heard_success_after_failure = False
+    now = NOW
+    names: list[str] = []
+    for kind, what in actions:
+        now += timedelta(seconds=1)
+        if kind == "platform":
+            current = history[-1]
+            if current == "processing" or (current == "failed" and what == "success"):
+                history.append(what)
+            continue
+        if kind == "step":
+            step = recharge.step
+            if recharge.status != "pending" or step is None:
+                continue
+            status = history[-1]
+            if what == "lost":
+                result = StepResult("unknown", reason="timeout", cause="timeout")
+            elif status == "success":
+                result = SUCCESS.as_result()
+            elif status == "failed":
+                result = StepResult("failed", reason="declined")
+            else:
+                result = StepResult("unknown", reason="processing", cause="processing")
+            recharge.record(step.id, result, now)
+        else:
+            stale = history[-2] if len(history) > 1 else history[0]
+            status = {"current": history[-1], "stale": stale, "processing": "processing"}[
+                what
+            ]
+            callback = {"success": SUCCESS, "failed": FAILED}.get(status, PROCESSING)
+            failed_before = recharge.status == "failed"
+            recharge.hear(callback)
+            if failed_before and status == "success":
+                heard_success_after_failure = True
+        names += [type(e).__name__ for e in recharge.collect_events()]
+    assert names.count("Succeeded") <= 1
+    if recharge.status == "succeeded":
+        assert "success" in history
+    if "Failed" in names:
+        assert recharge.status == "failed" and "Succeeded" not in names
+        assert names.count("DiscrepancyFound") == (1 if heard_success_after_failure else 0)
