@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from api.card_schemas import CardOut, ConsumptionOut, SplitOut, WithdrawalOut
+from api.input_rules import canonical_uuid
 from api.schemas import MoneyOut
 from ledger.cards.application import Card, Cards
 from ledger.cards.cards import MainCard
@@ -25,10 +26,10 @@ def page(ids: list[UUID], limit: int, after: str | None) -> tuple[list[UUID], st
     """Cursor pagination over a list of ids: the cursor is the last id of the page."""
     start = 0
     if after is not None:
-        try:
-            start = ids.index(UUID(after)) + 1
-        except ValueError:
-            raise NotFound(f"cursor {after} not found") from None
+        cursor = canonical_uuid(after)
+        if cursor is None or cursor not in ids:
+            raise NotFound(f"cursor {after} not found")
+        start = ids.index(cursor) + 1
     chosen = ids[start : start + limit]
     more = start + limit < len(ids)
     return chosen, str(chosen[-1]) if more and chosen else None

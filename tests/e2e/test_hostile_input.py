@@ -338,7 +338,7 @@ def other_spellings(canonical: str) -> list[str]:
 
 
 def test_only_the_canonical_uuid_form_finds_anything(
-    api: Api, stocked: tuple[Caller, str], recorded: Callable[[], tuple[int, int]]
+    api: Api, shop: Shop, stocked: tuple[Caller, str], recorded: Callable[[], tuple[int, int]]
 ) -> None:
     channel, product = stocked
     assert channel.id is not None
@@ -353,6 +353,11 @@ def test_only_the_canonical_uuid_form_finds_anything(
         assert_refused(reply, 404, "not_found")
     assert recorded() == before
     assert channel.get(f"/v1/channels/{channel.id}/funds").status_code == 200
+    owner = shop.member("Cursor")
+    card = shop.open_card(owner)["id"]
+    assert owner.get(f"/v1/cards?after={card}").status_code == 200
+    for spelling in other_spellings(card):
+        assert_refused(owner.get(f"/v1/cards?after={spelling}"), 404, "not_found")
 
 
 # merchants' profiles
