@@ -230,6 +230,18 @@ def test_a_callback_is_news_of_the_outcome_while_the_platforms_answer_hangs(knob
     took = time.monotonic() - started
     assert done["status"] == "succeeded", done
     assert took < GATEWAY_TIMEOUT_SECONDS, f"ended by the callback, not a query ({took:.1f} s)"
+    # the same without callbacks: the saga waits out the gateway's timeout, then queries
+    setup.platform.faults(callback_url="", timeout_after_credit=1)
+    channel_b, code_b = shop_with_a_code(setup)
+    started = time.monotonic()
+    queried = place(setup, channel_b, code_b, new_account())
+    assert final(channel_b, queried)["status"] == "succeeded"
+    without = time.monotonic() - started
+    assert without >= GATEWAY_TIMEOUT_SECONDS
+    print(
+        f"credited, answer hung 8 s: succeeded in {took:.2f} s by the callback, "
+        f"{without:.2f} s by timeout and query without it"
+    )
     [credit] = setup.platform.credits(account)
     assert done["membership"]["platform_order_id"] == credit["platform_order_id"]
 
