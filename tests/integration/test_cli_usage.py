@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from api.cli import main
 from tests.integration.test_rebuild import ledger_command
 
 pytestmark = pytest.mark.integration
@@ -82,10 +84,27 @@ CASES = [
 
 
 @pytest.mark.parametrize(("args", "line"), CASES, ids=[" ".join(a) for a, _ in CASES])
-def test_a_usage_error_is_one_plain_line_and_exit_2(args: list[str], line: str) -> None:
-    done = ledger(*args)
+def test_a_usage_error_is_one_plain_line_and_exit_2(
+    args: list[str], line: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In this process, through the console script's own entry point (`api.cli:main`)."""
+    monkeypatch.setenv("DATABASE_URL", NOWHERE)
+    monkeypatch.setenv("COLUMNS", "80")
+    for name in ("LEDGER_TOKEN", "LEDGER_KEY_ID", "LEDGER_KEY_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "argv", ["ledger", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2, err
+    assert err.splitlines() == [line]
+    assert out == ""
+
+
+def test_the_installed_console_script_says_it_the_same_way() -> None:
+    done = ledger("export", "journal", "--from", "yesterday")
     assert done.returncode == 2, done.stderr
-    assert done.stderr.splitlines() == [line]
+    assert done.stderr.splitlines() == [CASES[0][1]]
     assert done.stdout == ""
 
 
@@ -116,12 +135,22 @@ def test_ledger_call_with_no_server_says_so_in_plain_words() -> None:
     ]
 
 
-def test_an_unreachable_database_is_one_line() -> None:
-    done = ledger("migrate")
-    assert done.returncode == 2
-    (line,) = done.stderr.splitlines()
-    assert line.startswith("cannot use the database: ")
-    assert "Traceback" not in done.stderr
+def test_an_unreachable_database_ends_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After the start-up's retries (shortened here), one line saying why, exit 2."""
+    import api.runtime.schema
+
+    monkeypatch.setattr(api.runtime.schema, "STARTUP_RETRY_SECONDS", 0.5)
+    monkeypatch.setenv("DATABASE_URL", NOWHERE)
+    monkeypatch.setattr(sys, "argv", ["ledger", "migrate"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    _, err = capsys.readouterr()
+    assert exited.value.code == 2
+    last = err.splitlines()[-1]
+    assert last.startswith("cannot use the database: connection failed: "), err
+    assert "Traceback" not in err
 
 
 def test_help_is_not_an_error() -> None:
