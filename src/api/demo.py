@@ -31,15 +31,17 @@ def load_demo(
     base_url: str = "http://127.0.0.1:8000",
     gateway_url: str | None = None,
 ) -> None:
-    """Load the demo; its platforms' partner API is `gateway_url` (the sandbox platform the
-    server actually started), moved there if an earlier run registered another address."""
+    """Load the demo; its platforms' partner API is `gateway_url` when given (the sandbox
+    platform the server actually started: moved there if an earlier run registered another
+    address), else LEDGER_SANDBOX_PLATFORM_PORT's at the first load."""
     app = Distribution(env=application_env(settings, database_url))
     gateway = gateway_url or f"http://127.0.0.1:{settings.ledger_sandbox_platform_port}"
     try:
         iqiyi = app.register_platform(demo_id("iqiyi"), "iQiyi", gateway)
         tencent = app.register_platform(demo_id("tencent"), "Tencent Video", gateway)
-        for platform in (iqiyi, tencent):
-            app.point_platform_gateway(platform.id, gateway)
+        if gateway_url:  # `ledger serve` knows where its platform runs; `ledger demo` does not
+            for platform in (iqiyi, tencent):
+                app.point_platform_gateway(platform.id, gateway_url)
         gold_month = app.register_product(
             demo_id("iqiyi-gold-month"),
             iqiyi.id,
