@@ -34,7 +34,7 @@ from tests.e2e.test_recharge_page import CHROMIUM_ARGS
 pytestmark = pytest.mark.e2e
 
 SIGNED = {"signedKeyId", "signedTimestamp", "signedNonce", "signedSignature"}
-PROBLEM_STATUSES = {"400", "401", "403", "404", "409", "413", "422", "429", "503"}
+PROBLEM_STATUSES = {"400", "401", "403", "404", "409", "413", "415", "422", "429", "503"}
 TIMEOUT_MS = 20_000
 
 
@@ -123,6 +123,7 @@ def test_refusals_are_problem_details_with_their_codes(document: dict[str, Any])
     assert seen >= PROBLEM_STATUSES
     recharge = document["paths"]["/v1/recharges"]["post"]["responses"]
     assert "code_malformed" in recharge["422"]["x-problem-codes"]
+    assert recharge["415"]["x-problem-codes"] == ["unsupported_media_type"], "JSON in UTF-8 only"
     assert "rate_limited" in recharge["429"]["x-problem-codes"]
     assert "Retry-After" in recharge["429"]["headers"]
 
