@@ -37,7 +37,7 @@ DEADLINE_SECONDS = 600
 
 def previous_after_step(
     step: Step, result: StepResult, *, recharges_sent: int, queries_made: int,
-    deadline: datetime, now: datetime,
+    deadline: datetime, now: datetime, unsure_in_a_row: int | None = None,
 ) -> Any:
     """The policy of main before issue 10, verbatim in effect: `not_found` resends at once,
     and a third resend the platform never saw sends the recharge to review."""
@@ -99,11 +99,13 @@ def run(policy: Callable[..., Any], name: str, args: argparse.Namespace) -> None
         statuses = Counter(status for status, _, _ in outcomes)
         early = [s for status, s, _ in outcomes if status == "review" and s < DEADLINE_SECONDS]
         calls = sorted(c for _, _, c in outcomes)
+        done = sorted(s for status, s, _ in outcomes if status == "succeeded")
         print(
             f"{name:>8} | {label:<30} | review before the deadline: {len(early):>5} of "
             f"{args.recharges} (first after {min(early, default=0):.0f} s) | "
             f"succeeded {statuses['succeeded']:>5} | review {statuses['review']:>5} | "
-            f"calls p50 {calls[len(calls) // 2]} max {calls[-1]}"
+            f"calls p50 {calls[len(calls) // 2]} max {calls[-1]} | "
+            f"succeeded by p99 {done[int(len(done) * 0.99)]:.0f} s, max {done[-1]:.0f} s"
         )
 
 

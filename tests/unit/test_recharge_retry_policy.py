@@ -178,3 +178,23 @@ def test_three_unlucky_answers_do_not_send_a_recharge_to_review() -> None:
         max(now, recharge.step.due_at),
     )
     assert recharge.status == "succeeded"
+
+
+def test_the_backoff_grows_while_the_platform_is_away_and_starts_over_once_it_answers() -> None:
+    deadline = NOW + timedelta(seconds=DEADLINE_SECONDS)
+    recharge = Recharge.request(uuid4(), uuid4(), uuid4(), uuid4(), "13800000000", None, NOW,
+                                deadline)
+    away = StepResult("unknown", reason="http 503", cause="server_error")
+    waits = []
+    now = NOW
+    for result in [away] * 5 + [StepResult("not_found"), away]:
+        assert recharge.step is not None
+        now = recharge.step.due_at
+        assert recharge.record(recharge.step.id, result, now)
+        assert recharge.step is not None
+        waits.append((recharge.step.kind, (recharge.step.due_at - now).total_seconds()))
+    assert waits == [
+        ("query", 1), ("query", 2), ("query", 4), ("query", 8), ("query", 16),
+        ("recharge", 1),  # the platform answered for certain: it has no order
+        ("query", 1),  # and it is asked again soon
+    ]

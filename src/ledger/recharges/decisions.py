@@ -87,9 +87,10 @@ def first_step(now: datetime) -> Step:
     return Step(1, "recharge", now)
 
 
-def backoff(steps_so_far: int) -> timedelta:
-    """The wait before the next step, growing with the steps already run (capped)."""
-    index = min(max(steps_so_far - 1, 0), len(BACKOFF_SECONDS) - 1)
+def backoff(unsure_answers: int) -> timedelta:
+    """The wait before the next step, growing with the answers we could not trust in a row
+    (capped): a platform that is down is asked less and less often."""
+    index = min(max(unsure_answers - 1, 0), len(BACKOFF_SECONDS) - 1)
     return timedelta(seconds=BACKOFF_SECONDS[index])
 
 
@@ -105,8 +106,11 @@ def after_step(
     queries_made: int,
     deadline: datetime,
     now: datetime,
+    unsure_in_a_row: int | None = None,
 ) -> Decision:
-    """What the saga does once `step` has answered `result`."""
+    """What the saga does once `step` has answered `result`. `unsure_in_a_row`: the answers
+    we could not trust since the platform last answered for certain, this one included (the
+    saga counts them; by default every step so far), which paces the backoff."""
     definite = outcome_of(result)
     if definite is not None:
         return definite
@@ -114,14 +118,14 @@ def after_step(
         return Review(
             f"the outcome could not be learnt by the deadline (last answer: {describe(result)})"
         )
-    steps_so_far = recharges_sent + queries_made
+    unsure = recharges_sent + queries_made if unsure_in_a_row is None else unsure_in_a_row
     if result.outcome == "not_found" and step.kind == "query":
         wait = timedelta(seconds=RESEND_AFTER_SECONDS)
         return Schedule(Step(step.number + 1, "recharge", min(now + wait, deadline)))
     if result.cause == "processing":
         wait = timedelta(seconds=PROCESSING_POLL_SECONDS)
     else:
-        wait = backoff(steps_so_far)
+        wait = backoff(unsure)
     return Schedule(Step(step.number + 1, "query", min(now + wait, deadline)))
 
 

@@ -61,6 +61,7 @@ class Recharge(Aggregate):
         self.step: Step | None = None
         self.recharges_sent = 0
         self.queries_made = 0
+        self.unsure_in_a_row = 0
         self.failure: str | None = None
         self.review_reason: str | None = None
         self.membership: dict[str, Any] | None = None
@@ -119,6 +120,7 @@ class Recharge(Aggregate):
                 queries_made=self.queries_made,
                 deadline=self.deadline,
                 now=now,
+                unsure_in_a_row=self.unsure_in_a_row,
             )
         )
         return True
@@ -200,7 +202,10 @@ class Recharge(Aggregate):
         starts_at: datetime | None,
         ends_at: datetime | None,
     ) -> None:
-        pass
+        """An answer we could not trust adds to the run that paces the backoff; `not_found`
+        (the platform answered for certain) ends it."""
+        unsure = getattr(self, "unsure_in_a_row", 0)
+        self.unsure_in_a_row = unsure + 1 if outcome == "unknown" else 0
 
     @event("Succeeded")
     def _succeeded(
