@@ -257,7 +257,7 @@ def describe_operation(operation: dict[str, Any], method: str, route: APIRoute) 
     if "{" in route.path_format or authenticated:
         codes.append("not_found")
     codes += DOMAIN_CODES.get((method, route.path_format), ())
-    codes.append("conflict")
+    codes += ["conflict", "unavailable"]  # unavailable: the database is away (Retry-After)
     operation["responses"] = {
         **{k: v for k, v in operation["responses"].items() if k != "422"},
         **problem_responses(codes),
