@@ -359,3 +359,31 @@ def test_a_sender_that_recharged_the_account_before_is_not_held_back_by_its_ceil
         for _ in range(3):
             desk.placement.send_verification_code(desk.shop, account, USER)
     assert "through this page" in own.value.detail
+
+
+@pytest.mark.parametrize("then", ["reserved", "redeemed", "released"])
+def test_a_retry_of_a_placement_whose_answer_was_lost_is_the_same_placement(then: str) -> None:
+    """The process died after the reservation and the verification code's use, before the
+    answer was stored: the retry (same principal and Idempotency-Key, so the same recharge id)
+    neither fails on the used verification code nor takes the code a second time, whatever the
+    saga did with the code meanwhile."""
+    desk = Desk()
+    recharge_id = desk.place(desk.codes[0])
+    code = desk.app.find_code(desk.codes[0])
+    if then == "redeemed":
+        desk.app.redeem_code(code.id, recharge_id)
+    if then == "released":
+        desk.app.release_code(code.id, recharge_id, "platform_refused")
+    checked = desk.verification.checked
+
+    desk.placement.place(recharge_id, desk.shop, "13800138000", desk.codes[0], "123456", ADDRESS)
+
+    after = desk.app.find_code(desk.codes[0])
+    expected = {"reserved": recharge_id, "redeemed": recharge_id, "released": None}[then]
+    assert (after.status, after.recharge_id) == (
+        {"reserved": "reserved", "redeemed": "redeemed", "released": "issued"}[then],
+        expected,
+    )
+    assert desk.verification.checked == checked  # the checks passed the first time
+    with pytest.raises(VerificationFailed):  # another recharge with that used code is refused
+        desk.placement.place(uuid4(), desk.shop, "13800138000", desk.codes[1], "123456", ADDRESS)

@@ -79,6 +79,12 @@ class Code(Aggregate):
         self.active = active
         self.status = "issued"
         self.recharge_id: UUID | None = None
+        self.released_from: list[UUID] = []
+
+    def placed_by(self, recharge_id: UUID) -> bool:
+        """Whether this recharge already took the code (and may since have redeemed it, or
+        released it after a definite failure): a retry of its placement, not a new one."""
+        return self.recharge_id == recharge_id or recharge_id in self.released_from
 
     def is_past_expiry(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -124,6 +130,7 @@ class Code(Aggregate):
     def _released(self, recharge_id: UUID, reason: str) -> None:
         self.status = "issued"
         self.recharge_id = None
+        self.released_from.append(recharge_id)
 
     def redeem(self, recharge_id: UUID) -> bool:
         """The platform credited the membership: the held unit is consumed. Idempotent."""

@@ -22,6 +22,7 @@ from uuid import UUID
 from ledger.clock import Clock, utc_now
 from ledger.distribution.application import Distribution
 from ledger.distribution.channel import Channel
+from ledger.distribution.codes import Code
 from ledger.errors import CodeInvalid, CodeMalformed, LockedOut, RateLimited
 from ledger.recharges.ports import Limit, RateCounters, VerificationCodes
 
@@ -147,6 +148,13 @@ class RechargePlacement:
         reservation. A guessed code (malformed or invalid) counts towards the address's
         lock-out."""
         sender = sender_of(channel, address)
+        code, wrong = self._find(typed_code)
+        if code is not None and code.placed_by(recharge_id):
+            # the same principal and Idempotency-Key after an answer was lost (the process died
+            # after the reservation): the checks passed then, and the verification code may
+            # already be used; finish what the first try may not have
+            self.verification.use(channel.id, account)
+            return
         if address is not None:
             self._check_locked_out(address)
         self._check_limit(f"recharge-account:{account}:{sender}", "account")
@@ -156,7 +164,8 @@ class RechargePlacement:
         self._check_limit(f"recharge-account:{account}", "account from everywhere")
         self.verification.check(channel.id, account, verification_code, sender)
         try:
-            code = self.distribution.find_code(typed_code)
+            if code is None:
+                raise wrong or CodeInvalid("this code is not valid here")
             self.distribution.reserve_code(
                 code.id, recharge_id, account, channel.id, self.clock(), user
             )
@@ -166,6 +175,13 @@ class RechargePlacement:
             raise
         self.verification.use(channel.id, account)
         self.counters.hit(f"known-sender:{account}:{sender}", KNOWN_SENDER)
+
+    def _find(self, typed_code: str) -> tuple[Code | None, CodeMalformed | CodeInvalid | None]:
+        """The code typed, read once; a wrong one is refused later, in the order of the checks."""
+        try:
+            return self.distribution.find_code(typed_code), None
+        except WRONG_CODES as wrong:
+            return None, wrong
 
     def _check_limit(self, scope: str, kind: str) -> None:
         wait = self.counters.hit(scope, self.limits.per_minute(kind))
