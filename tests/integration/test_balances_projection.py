@@ -16,7 +16,7 @@ from ledger.distribution.application import Distribution
 from ledger.errors import DomainError
 from ledger.money import Money
 from projections.catalog import FEEDS
-from projections.runner import SupervisedRunner
+from projections.runner import LockSession, Shared, SupervisedRunner
 from projections.views import Views
 
 pytestmark = pytest.mark.integration
@@ -42,12 +42,16 @@ def app(database_url: str) -> Iterator[Distribution]:
 
 @pytest.fixture
 def runners(database_url: str) -> Iterator[Callable[[], list[SupervisedRunner]]]:
-    """Starts a runner for every feed, as the API does; stops every one it started."""
+    """Starts a runner for every feed, as a process does (one lock session and one set of
+    shared applications and connections per batch, as `ledger serve` has); stops every one."""
     started: list[SupervisedRunner] = []
+    owned: list[tuple[LockSession, Shared]] = []
 
     def start() -> list[SupervisedRunner]:
         env = event_store_env(database_url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="1")
-        batch = [SupervisedRunner(feed, database_url, env) for feed in FEEDS]
+        session, shared = LockSession(database_url), Shared(env, database_url)
+        owned.append((session, shared))
+        batch = [SupervisedRunner(feed, database_url, env, session, shared) for feed in FEEDS]
         for runner in batch:
             runner.start()
         started.extend(batch)
@@ -55,6 +59,9 @@ def runners(database_url: str) -> Iterator[Callable[[], list[SupervisedRunner]]]
 
     yield start
     stop(started)
+    for session, shared in owned:
+        shared.close()
+        session.close()
 
 
 def stop(batch: list[SupervisedRunner]) -> None:
