@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,8 +19,8 @@ def _url_for(dbname: str) -> str:
     return f"{base}/{dbname}"
 
 
-@pytest.fixture
-def database_url() -> Iterator[str]:
+@contextlib.contextmanager
+def migrated_database() -> Iterator[str]:
     """A fresh, migrated database, dropped afterwards."""
     from api.runtime.schema import apply_migrations
 
@@ -35,3 +36,10 @@ def database_url() -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A fresh, migrated database, dropped afterwards."""
+    with migrated_database() as url:
+        yield url

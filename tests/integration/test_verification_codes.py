@@ -8,9 +8,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from adapters.database import open_pool
 from adapters.sms import SandboxSms
@@ -21,7 +19,7 @@ from adapters.verification import (
     PostgresVerificationCodes,
 )
 from ledger.errors import VerificationFailed, VerificationLocked
-from tests.conftest import ADMIN_URL, _url_for
+from tests.conftest import migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -31,20 +29,8 @@ USER, ATTACKER = "203.0.113.7", "198.51.100.66"
 @pytest.fixture(scope="module")
 def module_database() -> Iterator[str]:
     """One migrated database for the module (each test uses accounts of its own)."""
-    from api.runtime.schema import apply_migrations
-
-    name = f"ledger_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = _url_for(name)
-    apply_migrations(url)
-    try:
+    with migrated_database() as url:
         yield url
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 @pytest.fixture(scope="module")
