@@ -1,0 +1,1 @@
+"""Settlement with the platforms: per (platform, period) sagas, statements, reconciliation and cases."""
