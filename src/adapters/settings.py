@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         description="Sandbox only, for crash tests: the process kills itself right after a code "
         "batch is saved, before its answer is stored.",
     )
+    ledger_sandbox_refund_exit: bool = Field(
+        default=False,
+        description="Sandbox only, for crash tests: the process kills itself right after a "
+        "platform answered a refund request, before the answer is recorded.",
+    )
 
     ledger_outbound_allow_private: bool | None = Field(
         default=None,
