@@ -56,6 +56,12 @@ def channel_breakage(channel_id: UUID | str, product_id: UUID | str) -> str:
     return f"channel:{channel_id}:breakage:{product_id}"
 
 
+def operator_breakage(currency: str) -> str:
+    """The operator's income from sold codes that expired unredeemed: their wholesale cost,
+    which the platform never bills, leaves what the operator owes it (SPEC 3.4)."""
+    return f"operator:breakage:{currency}"
+
+
 def card_balance(card_id: UUID | str) -> str:
     """A main card's stored value: what the merchant owes its owner, held by the operator."""
     return f"card:{card_id}:balance"
@@ -84,3 +90,14 @@ def external_payments(currency: str) -> str:
 def external_payouts(currency: str) -> str:
     """The outside world's side of withdrawals paid out through the payout adapter."""
     return f"external:payouts:{currency}"
+
+
+def external_platform_settlements(currency: str) -> str:
+    """The outside world's side of what the operator pays platforms when settling."""
+    return f"external:platform_settlements:{currency}"
+
+
+def operator_settlement_differences(currency: str) -> str:
+    """What settling with platforms cost (or gained) the operator beyond its accruals: a
+    platform paid more than we accrued for a line, or an accrual it will never bill."""
+    return f"operator:settlement_differences:{currency}"

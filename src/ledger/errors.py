@@ -171,3 +171,15 @@ class RateLimited(DomainError):
 
 class LockedOut(RateLimited):
     """Too many wrong codes from one address: it is locked out until the window moves on."""
+
+
+class PeriodNotClosed(DomainError):
+    """A settlement of a UTC day that has not ended yet."""
+
+    code = "period_not_closed"
+
+
+class InvalidOutcome(DomainError):
+    """A case resolution's outcome that is not one of the four."""
+
+    code = "invalid_outcome"

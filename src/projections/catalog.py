@@ -13,6 +13,7 @@ from projections.base import View, projection_for
 from projections.codes import CodesView
 from projections.directory import DirectoryView
 from projections.journal import JournalView
+from projections.merchant_statements import MerchantStatementsView
 from projections.recharges import RechargesView
 from projections.runner import Feed, ProcessFeed, ViewFeed
 
@@ -66,6 +67,7 @@ VIEWS = [
     ViewSpec(RechargesView, (Recharges,)),
     ViewSpec(CodesView, (Distribution,)),
     ViewSpec(DirectoryView, (Distribution, Cards)),
+    ViewSpec(MerchantStatementsView, (Cards,)),
 ]
 PROCESSES: list[Feed] = [ProcessFeed(Distribution, Recharges)]
 """Event-sourced processes that follow another application's log (saga starters)."""
