@@ -1,1 +1,1 @@
-"""Settlement with the platforms: per (platform, period) sagas, statements, reconciliation and cases."""
+"""Settlement with the platforms: sagas per (platform, period), reconciliation and cases."""

@@ -5,9 +5,11 @@ what only records is here."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
+
+from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from ledger.applications import LedgerApplication
 from ledger.settlement.cases import Case, late_success_case_id
@@ -15,10 +17,25 @@ from ledger.settlement.chunks import CHUNK_SIZE, LineChunk, Part, chunk_id
 from ledger.settlement.saga import Settlement
 
 
+class DateAsIso(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
 class Settlements(LedgerApplication):
     """Settlements per (platform, period) and their cases."""
 
     name = "settlements"
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsIso())  # a settlement's period is a UTC day
 
     def approve(self, settlement_id: UUID, by: str) -> Settlement:
         """Pay the agreed amount while cases are open (`advance` pays it)."""

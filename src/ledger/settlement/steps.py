@@ -10,9 +10,9 @@ recorded before the payment, whose id is the settlement's id, so a platform is p
 from __future__ import annotations
 
 from collections import Counter
-from functools import partial
 from collections.abc import Iterable
 from datetime import UTC, date, timedelta
+from functools import partial
 from uuid import UUID
 
 from ledger.clock import Clock, utc_now
