@@ -16,6 +16,7 @@ from projections.journal import JournalView
 from projections.merchant_statements import MerchantStatementsView
 from projections.recharges import RechargesView
 from projections.runner import Feed, ProcessFeed, ViewFeed
+from projections.settled_orders import SettledOrdersView
 
 APPLICATIONS: tuple[type[Any], ...] = (Distribution, Recharges, Cards)
 
@@ -68,6 +69,7 @@ VIEWS = [
     ViewSpec(CodesView, (Distribution,)),
     ViewSpec(DirectoryView, (Distribution, Cards)),
     ViewSpec(MerchantStatementsView, (Cards,)),
+    ViewSpec(SettledOrdersView, (Distribution, Recharges)),
 ]
 PROCESSES: list[Feed] = [ProcessFeed(Distribution, Recharges)]
 """Event-sourced processes that follow another application's log (saga starters)."""

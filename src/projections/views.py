@@ -15,6 +15,7 @@ from projections.directory import DirectoryReader
 from projections.journal import JournalReader
 from projections.positions import wait_until_caught_up
 from projections.recharges import RechargesReader
+from projections.settled_orders import SettledOrders
 from projections.status import Standing, standings
 
 
@@ -28,6 +29,7 @@ class Views:
         self.codes = CodesReader(pool)
         self.journal = JournalReader(pool)
         self.directory = DirectoryReader(pool)
+        self.settled_orders = SettledOrders(pool)
 
     def catch_up(self, name: str = "balances", timeout: float = 3.0) -> bool:
         """Read-your-writes: wait (bounded) until the view includes every logged event."""

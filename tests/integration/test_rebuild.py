@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -35,6 +35,9 @@ from api.runtime.schema import apply_migrations
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.money import Money
+from ledger.recharges.application import Recharges
+from ledger.recharges.decisions import StepResult
+from ledger.recharges.saga import Recharge
 from projections.catalog import FEEDS, PROCESSES, VIEWS, view
 from projections.positions import head, live_tracking_name, live_version, position
 from projections.rebuild import rebuild
@@ -146,6 +149,7 @@ def write_history(url: str) -> History:
         redeemed, recharge = d.find_code(clear[2]).id, uuid4()
         d.reserve_code(redeemed, recharge, "13800000002", h.subs[0], datetime.now(UTC))
         d.redeem_code(redeemed, recharge)
+        credit(env, h)
         friend, activity = uuid4(), uuid4()
         cards.register_merchant(h.merchant, "Tea house", "Asia/Shanghai")
         cards.register_member(h.owner, "Owner", "13800138000")
@@ -167,6 +171,22 @@ def write_history(url: str) -> History:
     finally:
         distribution.close()
         cards.close()
+
+
+def credit(env: dict[str, str], h: History) -> None:
+    """A recharge the platform credited (the settled orders' line), saved as its saga."""
+    recharges, now = Recharges(env=env), datetime.now(UTC)
+    try:
+        deadline = now + timedelta(hours=1)
+        credited = Recharge.request(
+            uuid4(), uuid4(), h.subs[0], h.product, "13800000003", None, now, deadline
+        )
+        assert credited.step is not None
+        result = StepResult("succeeded", None, "PO1", now, now + timedelta(days=30))
+        credited.record(credited.step.id, result, now)
+        recharges.save(credited)
+    finally:
+        recharges.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -547,7 +547,10 @@ def test_ledger_projections_status_names_prints_one_view_name_a_line() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "".join(f"{spec.name}\n" for spec in VIEWS)
-    assert done.stdout.splitlines() == ["balances", "journal", "recharges", "codes", "directory"]
+    assert done.stdout.splitlines() == [
+        "balances", "journal", "recharges", "codes", "directory", "merchant_statements",
+        "settled_orders",
+    ]
 
 
 def test_only_this_databases_runners_count_as_running(database_url: str) -> None:
