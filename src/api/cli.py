@@ -232,6 +232,15 @@ def sandbox_platform(
     late_success_after_ms: Annotated[
         int, typer.Option(min=0, help="When such a failed order is credited after all.")
     ] = 1000,
+    refund_review_ms: Annotated[
+        int, typer.Option(min=0, help="How long a refund stays pending in review.")
+    ] = 500,
+    refund_rejection_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Fraction of refunds the review rejects.")
+    ] = 0.0,
+    refund_callbacks: Annotated[
+        bool, typer.Option(help="Call back each refund's outcome to --callback-url.")
+    ] = True,
     fd: Annotated[
         int | None, typer.Option(hidden=True, help="Serve on this bound socket (ledger serve).")
     ] = None,
@@ -255,6 +264,9 @@ def sandbox_platform(
         callback_bad_signatures=callback_bad_signatures,
         late_success_accounts=tuple(late_success_account or ()),
         late_success_after_ms=late_success_after_ms,
+        refund_review_ms=refund_review_ms,
+        refund_rejection_rate=refund_rejection_rate,
+        refund_callbacks=refund_callbacks,
     )
     if fd is None:
         console.print(f"sandbox video platform on http://{host}:{port}")

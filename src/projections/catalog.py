@@ -8,6 +8,7 @@ from typing import Any
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.recharges.application import Recharges
+from ledger.settlement.application import Settlements
 from projections.balances import BalancesView
 from projections.base import View, projection_for
 from projections.codes import CodesView
@@ -16,9 +17,10 @@ from projections.journal import JournalView
 from projections.merchant_statements import MerchantStatementsView
 from projections.recharges import RechargesView
 from projections.runner import Feed, ProcessFeed, ViewFeed
+from projections.settlements import SettlementsView
 from projections.settled_orders import SettledOrdersView
 
-APPLICATIONS: tuple[type[Any], ...] = (Distribution, Recharges, Cards)
+APPLICATIONS: tuple[type[Any], ...] = (Distribution, Recharges, Cards, Settlements)
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,13 @@ class SpecFeed:
 
 
 VIEWS = [
-    ViewSpec(BalancesView, (Distribution, Cards)),
-    ViewSpec(JournalView, (Distribution, Cards)),
+    ViewSpec(BalancesView, (Distribution, Cards, Settlements)),
+    ViewSpec(JournalView, (Distribution, Cards, Settlements)),
     ViewSpec(RechargesView, (Recharges,)),
     ViewSpec(CodesView, (Distribution,)),
     ViewSpec(DirectoryView, (Distribution, Cards)),
     ViewSpec(MerchantStatementsView, (Cards,)),
+    ViewSpec(SettlementsView, (Settlements,)),
     ViewSpec(SettledOrdersView, (Distribution, Recharges)),
 ]
 PROCESSES: list[Feed] = [ProcessFeed(Distribution, Recharges)]

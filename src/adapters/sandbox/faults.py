@@ -23,6 +23,13 @@ final, and retried until a 2xx like a real platform's:
 * ``late_success_accounts``: recharges to these accounts fail first (answers and a ``failed``
   callback), then after ``late_success_after_ms`` the platform credits them after all and
   calls back ``success`` (its status queries say success from then on).
+
+Refunds (``/partner/v1/refund``, idempotent by ``refund_no``):
+
+* ``refund_review_ms``: a refund stays ``pending`` (in review) this long;
+* ``refund_rejection_rate`` (0..1): the fraction of refunds the review rejects;
+* ``refund_callbacks``: the review's outcome is called back (``accepted`` or ``rejected``
+  with the ``refund_no``) to ``callback_url``, with the callback knobs above.
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ class Faults:
     callback_bad_signatures: int = 0
     late_success_accounts: tuple[str, ...] = ()
     late_success_after_ms: int = 1000
+    refund_review_ms: int = 500
+    refund_rejection_rate: float = 0.0
+    refund_callbacks: bool = True
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +76,9 @@ class Faults:
             "callback_bad_signatures": self.callback_bad_signatures,
             "late_success_accounts": list(self.late_success_accounts),
             "late_success_after_ms": self.late_success_after_ms,
+            "refund_review_ms": self.refund_review_ms,
+            "refund_rejection_rate": self.refund_rejection_rate,
+            "refund_callbacks": self.refund_callbacks,
         }
 
 
@@ -88,3 +101,6 @@ class FaultsUpdate(BaseModel):
     callback_bad_signatures: int | None = Field(default=None, ge=0, le=1_000_000)
     late_success_accounts: list[str] | None = Field(default=None, max_length=10_000)
     late_success_after_ms: int | None = Field(default=None, ge=0, le=600_000)
+    refund_review_ms: int | None = Field(default=None, ge=0, le=3_600_000)
+    refund_rejection_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    refund_callbacks: bool | None = None

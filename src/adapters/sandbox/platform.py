@@ -1,7 +1,10 @@
 """The sandbox video platform's books: it verifies every partner request's signature (partner
 id, timestamp window, single-use nonce, HMAC), keeps its own record of what it credited (in
 memory), credits at most once per order number however often it is asked, answers
-order-status queries and signs every answer."""
+order-status queries and signs every answer. Refunds of credited orders are taken once per
+refund number (every request counted, so a test can assert "asked once"), reviewed for
+`refund_review_ms` and then accepted or rejected (`refund_rejection_rate`), and the outcome
+called back when `refund_callbacks` is on."""
 
 from __future__ import annotations
 
@@ -85,6 +88,46 @@ class Order:
         }
 
 
+REFUND_REJECTED_REASON = "refund_rejected: the membership was already used"
+
+
+@dataclass(frozen=True)
+class Refund:
+    refund_no: str
+    order_no: str
+    amount: int | None
+    requested_at: datetime
+    decided_at: datetime
+    outcome: str  # what the review will decide: "accepted" or "rejected"
+    requests: int = 1
+
+    def status(self, now: datetime) -> str:
+        return self.outcome if now >= self.decided_at else "pending"
+
+    def reason(self, now: datetime) -> str | None:
+        return REFUND_REJECTED_REASON if self.status(now) == "rejected" else None
+
+    def answer(self, now: datetime, request_nonce: str) -> dict[str, Any]:
+        return {
+            "order_no": self.order_no,
+            "refund_no": self.refund_no,
+            "request_nonce": request_nonce,
+            "status": self.status(now),
+            "reason": self.reason(now),
+        }
+
+    def as_json(self, now: datetime) -> dict[str, Any]:
+        return {
+            "refund_no": self.refund_no,
+            "order_no": self.order_no,
+            "amount": self.amount,
+            "status": self.status(now),
+            "reason": self.reason(now),
+            "requested_at": format_time(self.requested_at),
+            "requests": self.requests,
+        }
+
+
 class Refused(Exception):
     def __init__(self, status_code: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -98,6 +141,7 @@ class _State:
     faults: Faults
     orders: dict[str, Order] = field(default_factory=dict)
     credits: list[Order] = field(default_factory=list)
+    refunds: dict[str, Refund] = field(default_factory=dict)
     period_ends: dict[tuple[str, str], datetime] = field(default_factory=dict)
     nonces: dict[str, float] = field(default_factory=dict)
     sequence: int = 0
@@ -304,6 +348,79 @@ class SandboxPlatform:
         if order is None:
             return {"order_no": order_no, "status": "not_found", "reason": "no such order"}
         return order.answer("")
+
+    def refund(self, payload: dict[str, Any], request_nonce: str) -> dict[str, Any]:
+        """Take a refund of a credited order, once per refund number (a repeat is counted
+        and answered the refund's status); refused (409) for an order never credited or a
+        refund number used for another order."""
+        order_no = _text(payload, "order_no", 64)
+        refund_no = _text(payload, "refund_no", 64)
+        amount = payload.get("amount")
+        if amount is not None and (
+            not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0
+        ):
+            raise Refused(400, "bad_request", "amount must be a positive integer")
+        with self._lock:
+            state = self._state
+            now = self._clock()
+            known = state.refunds.get(refund_no)
+            if known is not None:
+                if known.order_no != order_no:
+                    raise Refused(409, "refund_no_conflict", "refund_no was used for another order")
+                known = replace(known, requests=known.requests + 1)
+                state.refunds[refund_no] = known
+                return known.answer(now, request_nonce)
+            order = state.orders.get(order_no)
+            if order is None or order.status != "success":
+                raise Refused(409, "order_not_refundable", "no credited order with this order_no")
+            faults = state.faults
+            outcome = "rejected" if random.random() < faults.refund_rejection_rate else "accepted"
+            review = timedelta(milliseconds=faults.refund_review_ms)
+            refund = Refund(refund_no, order_no, amount, now, now + review, outcome)
+            state.refunds[refund_no] = refund
+        if faults.refund_callbacks:
+            timer = threading.Timer(review.total_seconds(), self._refund_decided, (refund_no,))
+            timer.daemon = True
+            timer.start()
+        return refund.answer(now, request_nonce)
+
+    def _refund_decided(self, refund_no: str) -> None:
+        with self._lock:
+            refund = self._state.refunds.get(refund_no)
+            now = self._clock()
+        if refund is None or refund.status(now) == "pending":
+            return  # reset since
+        self.callbacks.order_final(
+            {
+                "order_no": refund.order_no,
+                "status": refund.status(now),
+                "refund_no": refund.refund_no,
+                "reason": refund.reason(now),
+            }
+        )
+
+    def refund_status(self, payload: dict[str, Any], request_nonce: str) -> dict[str, Any]:
+        refund_no = _text(payload, "refund_no", 64)
+        with self._lock:
+            refund = self._state.refunds.get(refund_no)
+            now = self._clock()
+        if refund is None:
+            return {
+                "refund_no": refund_no,
+                "request_nonce": request_nonce,
+                "status": "not_found",
+                "reason": "no such refund",
+            }
+        return refund.answer(now, request_nonce)
+
+    def refunds(self, order_no: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            now = self._clock()
+            return [
+                r.as_json(now)
+                for r in self._state.refunds.values()
+                if order_no is None or r.order_no == order_no
+            ]
 
     # --- answers ------------------------------------------------------------------------
 

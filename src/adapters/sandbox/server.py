@@ -3,7 +3,8 @@
 
 ``GET /sandbox/faults`` shows the switches and ``POST /sandbox/faults`` sets them,
 ``GET /sandbox/credits?account=`` lists the credits (so a test can assert "credited exactly
-once"), ``GET /sandbox/callbacks`` the order callbacks posted (`adapters.sandbox.callbacks`),
+once"), ``GET /sandbox/refunds?order_no=`` the refunds with the requests each got,
+``GET /sandbox/callbacks`` the order callbacks posted (`adapters.sandbox.callbacks`),
 ``POST /sandbox/reset`` forgets every order, credit and nonce and restores the faults
 given at start. The sandbox endpoints are unauthenticated: bind to localhost.
 """
@@ -18,7 +19,12 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from adapters.platform_gateway import ORDER_STATUS_PATH, RECHARGE_PATH
+from adapters.platform_gateway import (
+    ORDER_STATUS_PATH,
+    RECHARGE_PATH,
+    REFUND_PATH,
+    REFUND_STATUS_PATH,
+)
 from adapters.sandbox.faults import Faults, FaultsUpdate
 from adapters.sandbox.platform import Refused, SandboxPlatform
 
@@ -64,9 +70,23 @@ def create_sandbox_app(secret: str, partner_id: str, faults: Faults | None = Non
         answer = platform.order_status(payload)
         return platform.signed_response(200, answer | {"request_nonce": request_nonce})
 
+    async def do_refund(payload: dict[str, Any], request_nonce: str) -> Response:
+        return platform.signed_response(200, platform.refund(payload, request_nonce))
+
+    async def do_refund_status(payload: dict[str, Any], request_nonce: str) -> Response:
+        return platform.signed_response(200, platform.refund_status(payload, request_nonce))
+
     @app.post(RECHARGE_PATH)
     async def recharge(request: Request) -> Response:
         return await partner_call(request, do_recharge)
+
+    @app.post(REFUND_PATH)
+    async def refund(request: Request) -> Response:
+        return await partner_call(request, do_refund)
+
+    @app.post(REFUND_STATUS_PATH)
+    async def refund_status(request: Request) -> Response:
+        return await partner_call(request, do_refund_status)
 
     @app.post(ORDER_STATUS_PATH)
     async def order_status(request: Request) -> Response:

@@ -1,6 +1,7 @@
 """The recharges log is the outbox: a dispatcher follows it with tracking and turns each
-scheduled step into a broker message and each final state into its settlement. A sweeper
-re-sends steps whose wake-up was lost, sends overdue sagas to review and expires codes."""
+scheduled step (a recharge's or a refund's) into a broker message and each final state or
+refund outcome into its settlement. A sweeper re-sends steps whose wake-up was lost, sends
+overdue sagas to review and expires codes."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ledger.distribution.application import Distribution
 from ledger.recharges.application import Recharges
 from ledger.recharges.decisions import Step
 from ledger.recharges.ports import StepQueue
+from ledger.recharges.refunds import RefundStep
 from ledger.recharges.saga import Recharge
 from ledger.recharges.steps import RechargeSteps
 from projections.codes import CodesReader
@@ -42,6 +44,11 @@ class Dispatcher(Projection[PostgresTrackingRecorder]):
             self.queue.enqueue_step(e.originator_id, step.id, step.due_at)
         elif isinstance(e, Recharge.Succeeded | Recharge.Failed):
             self.steps.settle(e.originator_id)
+        elif isinstance(e, Recharge.RefundStepScheduled):
+            step_id = RefundStep(e.number, e.kind, e.due_at).id
+            self.queue.enqueue_step(e.originator_id, step_id, e.due_at)
+        elif isinstance(e, Recharge.RefundAccepted | Recharge.RefundRejected):
+            self.steps.settle_refund(e.originator_id, e.refund_id)
         self.view.insert_tracking(tracking)
 
 
@@ -104,6 +111,7 @@ class Sweeper(threading.Thread):
 
     def sweep(self) -> None:
         self.steps.resend_overdue(self.reader.overdue_steps(self.grace))
+        self.steps.resend_overdue(self.reader.overdue_refund_steps(self.grace))
         self.steps.check_deadlines(self.reader.past_deadline())
         now = utc_now()
         for code_id in self.codes.due_for_expiry():
