@@ -8,6 +8,11 @@ The protocol (modelled on real partner APIs such as Alipay's, WeChat Pay's or Te
   ``{partner_id, order_no, timestamp, nonce}``. ``order_no`` is the merchant's order number and the
   platform's idempotency key: a repeated recharge with the same number credits nothing more and
   answers the first result.
+* Refunds: ``POST {base}/partner/v1/refund`` with ``{partner_id, order_no, refund_no, amount?,
+  timestamp, nonce}`` and ``POST {base}/partner/v1/refund-status`` with ``{partner_id,
+  refund_no, timestamp, nonce}``; ``refund_no`` is our refund number and the platform's
+  idempotency key for refunds. A 200 answer is ``{order_no, refund_no, request_nonce, status,
+  reason}`` with status ``pending`` (in review), ``accepted``, ``rejected`` or ``not_found``.
 * Every request carries ``X-Partner-Id``, ``X-Timestamp`` (Unix seconds), ``X-Nonce`` and
   ``X-Signature`` = hex HMAC-SHA256(secret, f"{timestamp}\\n{nonce}\\n{sha256_hex(body)}"), over the
   exact body bytes sent. Timestamp and nonce in the headers equal those in the body.
@@ -30,7 +35,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import signal
 import threading
 import time
 from datetime import UTC, datetime
@@ -41,12 +48,16 @@ import httpx
 from adapters.outbound import AddressNotAllowed, OutboundAddresses, checked_transport
 from adapters.signing import valid_timestamp
 from ledger.recharges.decisions import Cause, StepResult
+from ledger.recharges.refunds import RefundAnswer
 
 if TYPE_CHECKING:
     from adapters.settings import Settings
 
 RECHARGE_PATH = "/partner/v1/recharge"
 ORDER_STATUS_PATH = "/partner/v1/order-status"
+REFUND_PATH = "/partner/v1/refund"
+REFUND_STATUS_PATH = "/partner/v1/refund-status"
+REFUND_STATUSES = ("pending", "accepted", "rejected", "not_found")
 CONNECT_TIMEOUT_SECONDS = 2.0
 DEFAULT_READ_TIMEOUT_SECONDS = 5.0
 MAX_REPLY_BYTES = 65_536
@@ -151,10 +162,14 @@ class HttpPlatformGateway:
         max_connections: int = 20,
         transport: httpx.BaseTransport | None = None,
         addresses: OutboundAddresses | None = None,
+        exit_after_refund: bool = False,
     ) -> None:
         """`addresses`: the rule for outbound calls (internal addresses refused at the
-        connection unless it allows them); None lets every address through."""
+        connection unless it allows them); None lets every address through.
+        `exit_after_refund` (sandbox crash tests only): the process kills itself once a
+        refund request was answered, before the answer can be recorded."""
         self.base_url = base_url.rstrip("/")
+        self.exit_after_refund = exit_after_refund
         self.partner_id = partner_id
         self._secret = secret
         limits = httpx.Limits(
@@ -178,6 +193,7 @@ class HttpPlatformGateway:
             settings.ledger_platform_secret,
             timeout=timeout,
             addresses=OutboundAddresses(settings.outbound_allow_private),
+            exit_after_refund=settings.sandbox and settings.ledger_sandbox_refund_exit,
         )
 
     def close(self) -> None:
@@ -204,33 +220,68 @@ class HttpPlatformGateway:
     def order_status(self, order_no: str) -> StepResult:
         return self._call(ORDER_STATUS_PATH, order_no, {})
 
+    def refund(self, order_no: str, refund_no: str, amount: int | None = None) -> RefundAnswer:
+        fields: dict[str, Any] = {"order_no": order_no, "refund_no": refund_no}
+        if amount is not None:
+            fields["amount"] = amount
+        answer = self._refund_call(REFUND_PATH, refund_no, fields)
+        if self.exit_after_refund:  # crash tests: the answer is lost with the process
+            os.kill(os.getpid(), signal.SIGKILL)
+        if answer.outcome == "not_found":  # the platform cannot not know a refund just sent
+            why = "the platform answered not_found to a refund"
+            return RefundAnswer("unknown", why, "untrusted")
+        return answer
+
+    def refund_status(self, refund_no: str) -> RefundAnswer:
+        return self._refund_call(REFUND_STATUS_PATH, refund_no, {"refund_no": refund_no})
+
+    def _refund_call(self, path: str, refund_no: str, fields: dict[str, Any]) -> RefundAnswer:
+        sent = self._send(path, fields)
+        if isinstance(sent, StepResult):
+            return RefundAnswer("unknown", sent.reason, sent.cause)
+        reply, nonce = sent
+        try:
+            answer = self._verified(reply, nonce, "refund_no", refund_no)
+        except _Untrusted as error:
+            return RefundAnswer("unknown", str(error), error.cause)
+        status, reason = answer.get("status"), answer.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            return RefundAnswer("unknown", "malformed reason", "untrusted")
+        if status not in REFUND_STATUSES:
+            return RefundAnswer("unknown", f"unknown refund status {status!r}", "untrusted")
+        return RefundAnswer(status, reason)
+
     def _call(self, path: str, order_no: str, fields: dict[str, Any]) -> StepResult:
+        sent = self._send(path, {"order_no": order_no, **fields})
+        if isinstance(sent, StepResult):
+            return sent
+        reply, nonce = sent
+        try:
+            return self._read(reply, order_no, nonce)
+        except _Untrusted as error:
+            return _unknown(str(error), error.cause)
+
+    def _send(self, path: str, fields: dict[str, Any]) -> tuple[httpx.Response, str] | StepResult:
+        """The signed request's reply and nonce, or an `unknown` result if none came."""
         timestamp = str(int(time.time()))
         nonce = new_nonce()
         body = encode_body(
-            {
-                "partner_id": self.partner_id,
-                "order_no": order_no,
-                **fields,
-                "timestamp": int(timestamp),
-                "nonce": nonce,
-            }
+            {"partner_id": self.partner_id, **fields, "timestamp": int(timestamp), "nonce": nonce}
         )
         headers = signed_headers(self._secret, self.partner_id, timestamp, nonce, body)
         try:
-            reply = self._client.post(path, content=body, headers=headers)
+            return self._client.post(path, content=body, headers=headers), nonce
         except AddressNotAllowed as error:  # nothing was sent
             return _unknown(f"outbound address refused ({error.detail})", "transport")
         except httpx.TimeoutException as error:
             return _unknown(f"timeout ({type(error).__name__})", "timeout")
         except httpx.HTTPError as error:
             return _unknown(f"transport error ({type(error).__name__}: {error})", "transport")
-        try:
-            return self._read(reply, order_no, nonce)
-        except _Untrusted as error:
-            return _unknown(str(error), error.cause)
 
-    def _read(self, reply: httpx.Response, order_no: str, nonce: str) -> StepResult:
+    def _verified(
+        self, reply: httpx.Response, nonce: str, key: str, expected: str
+    ) -> dict[str, Any]:
+        """The answer's JSON object if it is a signed 200 answering this very request."""
         if reply.status_code != 200:
             cause: Cause = "server_error" if reply.status_code >= 500 else "refused"
             raise _Untrusted(f"http {reply.status_code}", cause)
@@ -250,8 +301,12 @@ class HttpPlatformGateway:
             raise _Untrusted("reply is not JSON") from error
         if not isinstance(answer, dict):
             raise _Untrusted("reply is not a JSON object")
-        if answer.get("order_no") != order_no or answer.get("request_nonce") != nonce:
+        if answer.get(key) != expected or answer.get("request_nonce") != nonce:
             raise _Untrusted("reply answers another request")
+        return answer
+
+    def _read(self, reply: httpx.Response, order_no: str, nonce: str) -> StepResult:
+        answer = self._verified(reply, nonce, "order_no", order_no)
         reason = answer.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise _Untrusted("malformed reason")

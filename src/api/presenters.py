@@ -109,7 +109,18 @@ def recharge_out(recharge: Recharge) -> RechargeOut:
         membership=membership,
         requested_at=recharge.requested_at.isoformat(),
         discrepancy=discrepancy,
+        refund=refund_out(recharge.refund),
     )
+
+
+def refund_out(refund: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A recharge's latest refund as GET /v1/recharges/{id} shows it."""
+    if refund is None:
+        return None
+    shown = ("id", "refund_no", "status", "reason", "requested_at", "decided_at", "rejection")
+    return {
+        k: refund[k].isoformat() if isinstance(refund[k], datetime) else refund[k] for k in shown
+    }
 
 
 def journal_page(rows: list[dict[str, Any]], limit: int) -> View:

@@ -208,6 +208,10 @@ class ResolutionIn(Body):
     note: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
 
 
+class RefundRequestIn(Body):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
 class RechargeOut(BaseModel):
     id: str
     status: str
@@ -219,3 +223,6 @@ class RechargeOut(BaseModel):
     requested_at: str | None = None
     discrepancy: dict[str, Any] | None = None
     """A platform's news that contradicts the outcome (`late_success`), for an operator."""
+    refund: dict[str, Any] | None = None
+    """The latest refund: `{id, refund_no, status, reason, requested_at, decided_at,
+    rejection}` (`rejection`: why the platform rejected it)."""

@@ -1,4 +1,5 @@
-"""Recharges: one row per saga, for lists, the review queue and the sweeper of due steps."""
+"""Recharges: one row per saga, for lists, the review queue and the sweeper of due steps
+(a recharge's, and a refund's while the platform reviews it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from eventsourcing.persistence import Tracking
 from psycopg import Cursor
 from psycopg.sql import SQL, Identifier
 
+from ledger.recharges.refunds import RefundStep
 from ledger.recharges.saga import Recharge
 from projections.base import View
 
@@ -27,8 +29,11 @@ class RechargesView(View):
                 "%(code_id)s, %(product_id)s, %(account)s, 'pending', %(deadline)s, %(at)s, %(at)s)"
             )
             row |= {
-                "channel_id": e.channel_id, "code_id": e.code_id, "product_id": e.product_id,
-                "account": e.account, "deadline": e.deadline,
+                "channel_id": e.channel_id,
+                "code_id": e.code_id,
+                "product_id": e.product_id,
+                "account": e.account,
+                "deadline": e.deadline,
             }
         elif isinstance(e, Recharge.StepScheduled):
             statement = (
@@ -36,6 +41,31 @@ class RechargesView(View):
                 "WHERE id = %(id)s"
             )
             row |= {"step": f"{e.number}-{e.kind}", "due": e.due_at}
+        elif isinstance(e, Recharge.RefundRequested):
+            statement = (
+                "UPDATE {t} SET refund_no = %(no)s, refund_status = 'pending', "
+                "updated_at = %(at)s WHERE id = %(id)s"
+            )
+            row |= {"no": e.refund_no}
+        elif isinstance(e, Recharge.RefundStepScheduled):
+            statement = (
+                "UPDATE {t} SET refund_step_id = %(step)s, refund_step_due_at = %(due)s, "
+                "updated_at = %(at)s WHERE id = %(id)s"
+            )
+            row |= {"step": RefundStep(e.number, e.kind, e.due_at).id, "due": e.due_at}
+        elif isinstance(e, Recharge.RefundAccepted | Recharge.RefundRejected):
+            accepted = isinstance(e, Recharge.RefundAccepted)
+            statement = (
+                "UPDATE {t} SET refund_no = %(no)s, refund_status = %(refund)s, "
+                "status = CASE WHEN %(accepted)s THEN 'refunded' ELSE status END, "
+                "refund_step_id = NULL, refund_step_due_at = NULL, updated_at = %(at)s "
+                "WHERE id = %(id)s"
+            )
+            row |= {
+                "no": e.refund_no,
+                "refund": "accepted" if accepted else "rejected",
+                "accepted": accepted,
+            }
         elif isinstance(e, Recharge.DiscrepancyFound):
             statement = (
                 "UPDATE {t} SET discrepancy = %(kind)s, updated_at = %(at)s WHERE id = %(id)s"
@@ -68,6 +98,16 @@ class RechargesReader:
         query = SQL(
             "SELECT id, step_id FROM {t} WHERE status = 'pending' AND step_due_at < "
             "now() - make_interval(secs => %s) ORDER BY step_due_at LIMIT %s"
+        ).format(t=self.table)
+        with self.pool.connection() as conn:
+            return [tuple(r) for r in conn.execute(query, (grace_seconds, limit)).fetchall()]
+
+    def overdue_refund_steps(self, grace_seconds: float, limit: int = 500) -> list[tuple[Any, str]]:
+        """Refund steps still waiting well past their time (a lost wake-up, a dead worker)."""
+        query = SQL(
+            "SELECT id, refund_step_id FROM {t} WHERE refund_step_id IS NOT NULL AND "
+            "refund_step_due_at < now() - make_interval(secs => %s) "
+            "ORDER BY refund_step_due_at LIMIT %s"
         ).format(t=self.table)
         with self.pool.connection() as conn:
             return [tuple(r) for r in conn.execute(query, (grace_seconds, limit)).fetchall()]
@@ -115,7 +155,7 @@ class RechargesReader:
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         query = SQL(
             "SELECT id, status, product_id, account, channel_id, failure, requested_at, "
-            "discrepancy "
+            "discrepancy, refund_no, refund_status "
             "FROM {t} " + where + " ORDER BY requested_at DESC, id DESC LIMIT %s"
         ).format(t=self.table)
         with self.pool.connection() as conn:

@@ -462,13 +462,21 @@ def test_an_active_code_past_its_date_expires_into_breakage(world: World) -> Non
     expired = world.app.expire_code(found.id, expires)
 
     assert expired.status == "expired"
+    product = world.app.product(world.product)
     assert expired.postings == Postings.of(
         (
             accounts.channel_held(world.shop, world.product),
             accounts.channel_breakage(world.shop, world.product),
             world.unit,
             1,
-        )
+        ),
+        # the platform never bills it: its wholesale cost is the operator's breakage income
+        (
+            accounts.platform_payable(product.platform_id),
+            accounts.operator_breakage("CNY"),
+            "CNY",
+            product.wholesale_cost.amount,
+        ),
     )
     event = world.events()[-1]
     assert isinstance(event, Code.Expired) and event.breakage is True

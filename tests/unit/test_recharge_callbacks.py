@@ -66,7 +66,10 @@ def test_a_definite_callback_decides_like_a_query_answer(status):
         answered = after_step(
             new_recharge().step,  # type: ignore[arg-type]
             callback.as_result(),
-            recharges_sent=1, queries_made=1, deadline=DEADLINE, now=NOW,
+            recharges_sent=1,
+            queries_made=1,
+            deadline=DEADLINE,
+            now=NOW,
         )
         assert decision.decision == answered  # type: ignore[union-attr]
     assert isinstance(after_callback(status, set(), SUCCESS).decision, Succeed)  # type: ignore[union-attr]
@@ -104,7 +107,13 @@ def test_processing_is_no_news():
 
 
 def test_a_callback_in_an_unknown_state_is_ignored_not_applied():
-    assert isinstance(after_callback("refunded", set(), SUCCESS), Ignore)
+    assert isinstance(after_callback("archived", set(), SUCCESS), Ignore)
+
+
+def test_a_refunded_recharge_hears_success_and_reversal_as_no_news_and_ignores_a_failure():
+    assert isinstance(after_callback("refunded", set(), SUCCESS), Duplicate)
+    assert isinstance(after_callback("refunded", set(), REVERSED), Duplicate)
+    assert isinstance(after_callback("refunded", set(), FAILED), Ignore)
 
 
 # --- the saga hearing callbacks -----------------------------------------------------------
@@ -117,7 +126,9 @@ def test_a_success_callback_ends_a_pending_saga_with_the_membership():
     assert recharge.status == "succeeded"
     assert recharge.step is None
     assert recharge.membership == {
-        "platform_order_id": "PO1", "starts_at": NOW, "ends_at": NOW + timedelta(days=31),
+        "platform_order_id": "PO1",
+        "starts_at": NOW,
+        "ends_at": NOW + timedelta(days=31),
     }
     assert event_names(recharge) == ["CallbackReceived", "Succeeded"]
 
@@ -166,10 +177,12 @@ def test_duplicates_record_nothing_new():
     assert isinstance(recharge.hear(FAILED), Duplicate)
     assert isinstance(recharge.hear(REVERSED), Reversal)
     assert isinstance(recharge.hear(REVERSED), Duplicate)
-    assert event_names(recharge) == ["CallbackIgnored", "ReversalReported"]
-    assert recharge.status == "succeeded"
+    # a reversal is booked like an accepted refund (`refunds`)
+    assert event_names(recharge) == ["CallbackIgnored", "ReversalReported", "RefundAccepted"]
+    assert recharge.status == "refunded"
     assert recharge.reversal == {
-        "reason": "the platform reversed a credited order", "platform_order_id": "PO1",
+        "reason": "the platform reversed a credited order",
+        "platform_order_id": "PO1",
     }
 
 
@@ -177,9 +190,7 @@ def test_duplicates_record_nothing_new():
     st.sampled_from(["pending", "review", "succeeded", "failed"]),
     st.lists(st.sampled_from(CALLBACK_STATUSES), max_size=12),
 )
-def test_any_sequence_of_callbacks_credits_at_most_once_and_repeats_record_nothing(
-    start, statuses
-):
+def test_any_sequence_of_callbacks_credits_at_most_once_and_repeats_record_nothing(start, statuses):
     """Late, repeated and out-of-order callbacks: at most one Succeeded in the whole life, a
     failed recharge never becomes succeeded, each status records at most once, and a final
     state is never left for another."""
@@ -188,7 +199,9 @@ def test_any_sequence_of_callbacks_credits_at_most_once_and_repeats_record_nothi
     callbacks = {c.status: c for c in (SUCCESS, FAILED, REVERSED, PROCESSING)}
     recorded: list[str] = []
     for status in statuses:
-        final_before = recharge.status if recharge.status in ("succeeded", "failed") else None
+        final_before = (
+            recharge.status if recharge.status in ("succeeded", "failed", "refunded") else None
+        )
         events = len(recharge.pending_events)
         decision = recharge.hear(callbacks[status])
         if isinstance(decision, Duplicate):
@@ -196,7 +209,14 @@ def test_any_sequence_of_callbacks_credits_at_most_once_and_repeats_record_nothi
         else:
             recorded.append(status)
         if final_before is not None:
-            assert recharge.status == final_before
+            # only a reversal (not one heard before) takes a succeeded recharge on, to
+            # refunded: it is booked like an accepted refund
+            reversed_now = (
+                final_before == "succeeded"
+                and status == "reversed"
+                and not isinstance(decision, Duplicate)
+            )
+            assert recharge.status == ("refunded" if reversed_now else final_before)
     names = before + [type(e).__name__ for e in recharge.collect_events()]
     assert names.count("Succeeded") <= 1
     assert len(recorded) == len(set(recorded))
@@ -260,9 +280,7 @@ def test_steps_and_callbacks_interleaved_never_credit_twice_nor_drop_a_late_succ
             recharge.record(step.id, result, now)
         else:
             stale = history[-2] if len(history) > 1 else history[0]
-            status = {"current": history[-1], "stale": stale, "processing": "processing"}[
-                what
-            ]
+            status = {"current": history[-1], "stale": stale, "processing": "processing"}[what]
             callback = {"success": SUCCESS, "failed": FAILED}.get(status, PROCESSING)
             failed_before = recharge.status == "failed"
             recharge.hear(callback)

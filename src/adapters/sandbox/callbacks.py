@@ -102,6 +102,7 @@ class CallbackSender:
                     {
                         "order_no": payload["order_no"],
                         "status": payload["status"],
+                        "refund_no": payload.get("refund_no"),
                         "attempt": attempt,
                         "answer": status,
                         "signed_right": signed_right,

@@ -104,6 +104,11 @@ def create_sandbox_app(secret: str, partner_id: str, faults: Faults | None = Non
     async def get_credits(account: str | None = None) -> dict[str, Any]:
         return {"credits": [credit.credit_json() for credit in platform.credits(account)]}
 
+    @app.get("/sandbox/refunds")
+    async def get_refunds(order_no: str | None = None) -> dict[str, Any]:
+        """Every refund taken, with how many requests each refund number got."""
+        return {"refunds": platform.refunds(order_no)}
+
     @app.get("/sandbox/callbacks")
     async def get_callbacks() -> dict[str, Any]:
         """Every callback post so far: order, status, attempt, the answer's HTTP status."""

@@ -3,7 +3,10 @@
 The platform signs its callback the way our partner API calls to it are signed
 (`adapters.platform_gateway`: `X-Partner-Id`, `X-Timestamp`, `X-Nonce`, `X-Signature` =
 HMAC-SHA256 with the partner secret over `timestamp\\nnonce\\nsha256(body)`), each nonce
-accepted once. A callback that is signed and names one of the platform's orders is answered
+accepted once. Besides an order's statuses (`success`, `failed`, `processing`, `reversed`: a
+reversal of a credited order is booked like an accepted refund), a refund's review outcome is
+called back as `accepted` or `rejected` with its `refund_no`: news like a refund poll's answer.
+A callback that is signed and names one of the platform's orders is answered
 200 `{"received": true}` whatever it changed (a duplicate gets the same answer), so the platform
 stops retrying; a refusal (unknown platform or order, bad signature, bad body) is
 problem+json, written to the audit log as `callback_refused`, and records nothing.
@@ -23,7 +26,7 @@ from adapters.platform_gateway import partner_signature_problem
 from api.container import Services, get_services
 from api.problems import Problem
 from api.routes.distribution import parse_id
-from ledger.recharges.callbacks import Callback, CallbackStatus
+from ledger.recharges.callbacks import REFUND_CALLBACK_STATUSES, Callback, CallbackStatus
 
 router = APIRouter(prefix="/v1", tags=["platform callbacks"])
 
@@ -45,6 +48,8 @@ class PlatformCallbackIn(BaseModel):
 
     @model_validator(mode="after")
     def _success_is_complete(self) -> PlatformCallbackIn:
+        if self.status in REFUND_CALLBACK_STATUSES and not self.refund_no:
+            raise ValueError("a refund's accepted or rejected names its refund_no")
         if self.status == "success":
             if not (self.platform_order_id and self.starts_at and self.ends_at):
                 raise ValueError("success needs platform_order_id, starts_at and ends_at")
@@ -61,6 +66,7 @@ class PlatformCallbackIn(BaseModel):
             starts_at=self.starts_at,
             ends_at=self.ends_at,
             reason=self.reason,
+            refund_no=self.refund_no,
         )
 
 
@@ -106,7 +112,5 @@ async def platform_callback(
         news = PlatformCallbackIn.model_validate_json(body)
     except ValidationError as error:
         raise RequestValidationError(error.errors()) from None
-    await run_in_threadpool(
-        services.platform_news.hear, platform, news.order_no, news.callback()
-    )
+    await run_in_threadpool(services.platform_news.hear, platform, news.order_no, news.callback())
     return {"received": True}

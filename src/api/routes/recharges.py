@@ -14,7 +14,15 @@ from api.presenters import recharge_out, recharges_page
 from api.problems import Problem
 from api.routes.distribution import parse_cursor, parse_id, visible_channel
 from api.routes.query import declared_filters_only
-from api.schemas import EndUserIn, RechargeIn, RechargeOut, ResolutionIn, VerificationIn
+from api.schemas import (
+    EndUserIn,
+    RechargeIn,
+    RechargeOut,
+    RefundRequestIn,
+    ResolutionIn,
+    VerificationIn,
+)
+from ledger.clock import utc_now
 from ledger.distribution.channel import Channel
 from ledger.errors import NotFound
 from ledger.recharges.saga import Recharge
@@ -95,7 +103,7 @@ def get_recharge(
 
 @router.get("/recharges", dependencies=[Depends(declared_filters_only)])
 def list_recharges(
-    status: str | None = Query(None, pattern="^(pending|succeeded|failed|review)$"),
+    status: str | None = Query(None, pattern="^(pending|succeeded|failed|review|refunded)$"),
     limit: int = Query(50, ge=1, le=100),
     after: str | None = Query(None, max_length=64),
     channel_id: str | None = Query(None, max_length=64),
@@ -135,6 +143,34 @@ def resolve_recharge(
     def command(_: UUID) -> tuple[int, dict[str, Any]]:
         resolved = services.recharges.resolve(target, body.outcome, body.note, call.principal.scope)
         return 200, recharge_out(resolved).model_dump()
+
+    return call.run(command)
+
+
+@router.post("/recharges/{recharge_id}/refund-requests", status_code=202)
+def request_refund(
+    recharge_id: str,
+    body: RefundRequestIn,
+    call: IdempotentCall = Depends(idempotent),
+    services: Services = Depends(get_services),
+) -> Any:
+    """Ask the platform to refund a succeeded recharge, under a refund number of ours that
+    every retry reuses; the platform's review ends it `accepted` (the recharge is `refunded`,
+    its unit back in the issuing channel's stock on hand) or `rejected` (it stays `succeeded`,
+    the refund says why): see `refund` in GET /v1/recharges/{id}. Refused with
+    `refund_not_allowed` unless the recharge succeeded, `refund_already_requested` while a
+    refund is pending or once one was accepted. Callers: the channel owning the recharge's
+    subtree, or an operator."""
+    require(call.principal, "channel", "operator")
+    recharge = find_recharge(services, parse_id(recharge_id, "recharge"))
+    if call.principal.role == "channel":
+        visible_channel(services.distribution, call.principal, str(recharge.channel_id))
+
+    def command(refund_id: UUID) -> tuple[int, dict[str, Any]]:
+        services.recharges.request_refund(
+            recharge.id, refund_id, body.reason, call.principal.scope, utc_now()
+        )
+        return 202, {"id": str(refund_id), "status": "pending"}
 
     return call.run(command)
 

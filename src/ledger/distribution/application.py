@@ -285,7 +285,7 @@ class Distribution(LedgerApplication):
                 return batch, codes
         raise BatchCodesUnavailable(
             f"code batch {batch_id} was issued but its codes can no longer be shown; "
-            f"void it with POST /v1/code-voids {{\"batch_id\": \"{batch_id}\"}}"
+            f'void it with POST /v1/code-voids {{"batch_id": "{batch_id}"}}'
         )
 
     def find_code(self, typed: str) -> Code:
@@ -356,7 +356,8 @@ class Distribution(LedgerApplication):
             found = self._get(code, Code, "code")
             if found.status == "issued" and found.is_past_expiry(now):
                 returns_unit = found.returns_unit_on_expiry
-                found.expire(now)
+                product = self.product(found.product_id)
+                found.expire(now, product.platform_id, product.wholesale_cost)
                 if returns_unit:
                     channel = self.channel(found.channel_id)
                     channel.return_units([found.id], found.product_id, 1)
@@ -366,6 +367,21 @@ class Distribution(LedgerApplication):
             return found
 
         return self.commands.run(decide, code)
+
+    def return_refunded_unit(self, code: UUID, recharge_id: UUID, refund_no: str) -> Code:
+        """The platform accepted a refund of the recharge that redeemed `code`: its consumed
+        unit returns to the issuing channel's stock on hand, once (the code stays spent)."""
+
+        def decide() -> Code:
+            found = self._get(code, Code, "code")
+            if found.return_unit(recharge_id, refund_no):
+                channel = self.channel(found.channel_id)
+                channel.return_units([found.id], found.product_id, 1)
+                self.save(found, channel)
+            return found
+
+        channel_id = self._get(code, Code, "code").channel_id
+        return self.commands.run(decide, code, channel_id)
 
     def code(self, code: UUID) -> Code:
         return self._get(code, Code, "code")

@@ -1,6 +1,8 @@
 """Redemption codes: each issued code holds one unit of its channel's stock until it is
 redeemed (the unit is consumed), voided (the unit returns to stock) or expires (a sold code's
-unit becomes breakage; an unsold one's returns to stock).
+unit becomes breakage, and its wholesale cost the operator's breakage income; an unsold one's
+unit returns to stock). A redeemed code whose recharge the platform refunded returns its
+consumed unit to stock on hand and stays spent.
 
 A code's aggregate id is derived from its keyed hash, so looking a code up needs no index,
 and two concurrent reservations of one code cannot both append.
@@ -22,6 +24,7 @@ from ledger.errors import (
     CodeInvalid,
     StateConflict,
 )
+from ledger.money import Money
 from ledger.postings import Postings
 
 CODE_NAMESPACE = uuid.UUID("a1f0c2d4-3b5e-4f60-8a7b-9c0d1e2f3a4b")
@@ -80,6 +83,7 @@ class Code(Aggregate):
         self.status = "issued"
         self.recharge_id: UUID | None = None
         self.released_from: list[UUID] = []
+        self.unit_returned = False
 
     def placed_by(self, recharge_id: UUID) -> bool:
         """Whether this recharge already took the code (and may since have redeemed it, or
@@ -153,6 +157,29 @@ class Code(Aggregate):
         self.status = "redeemed"
         self.postings = postings
 
+    def return_unit(self, recharge_id: UUID, refund_no: str) -> bool:
+        """The platform accepted a refund of the recharge that redeemed this code: the
+        consumed unit is on hand again; the code stays spent. False if already done."""
+        if self.unit_returned:
+            return False
+        if self.status != "redeemed" or self.recharge_id != recharge_id:
+            raise StateConflict(f"code is {self.status}, not redeemed by recharge {recharge_id}")
+        self._unit_returned(
+            recharge_id,
+            refund_no,
+            one_unit(
+                accounts.channel_consumed(self.channel_id, self.product_id),
+                accounts.channel_stock(self.channel_id, self.product_id),
+                self.product_id,
+            ),
+        )
+        return True
+
+    @event("UnitReturned")
+    def _unit_returned(self, recharge_id: UUID, refund_no: str, postings: Postings) -> None:
+        self.unit_returned = True
+        self.postings = postings
+
     def activate(self) -> bool:
         if self.active:
             return False
@@ -177,15 +204,26 @@ class Code(Aggregate):
         self.status = "voided"
         self.postings = postings
 
-    def expire(self, now: datetime) -> bool:
-        """Past its expiry an unredeemed code lets go of its unit; False if not due."""
+    def expire(self, now: datetime, platform_id: UUID, wholesale_cost: Money) -> bool:
+        """Past its expiry an unredeemed code lets go of its unit; False if not due. A sold
+        code's unit becomes breakage, and the platform, which never bills it, is owed its
+        wholesale cost no more: that is the operator's breakage income."""
         if self.status != "issued" or not self.is_past_expiry(now):
             return False
         if self.active:
-            postings = one_unit(
-                accounts.channel_held(self.channel_id, self.product_id),
-                accounts.channel_breakage(self.channel_id, self.product_id),
-                self.product_id,
+            postings = Postings.of(
+                (
+                    accounts.channel_held(self.channel_id, self.product_id),
+                    accounts.channel_breakage(self.channel_id, self.product_id),
+                    accounts.unit_asset(self.product_id),
+                    1,
+                ),
+                (
+                    accounts.platform_payable(platform_id),
+                    accounts.operator_breakage(wholesale_cost.currency),
+                    wholesale_cost.currency,
+                    wholesale_cost.amount,
+                ),
             )
         else:
             postings = self._unit_back_to_stock()

@@ -15,6 +15,7 @@ from ledger.distribution.codes import Code
 from ledger.errors import InvalidAmount
 from ledger.recharges.callbacks import Callback, CallbackDecision
 from ledger.recharges.decisions import DEADLINE, StepResult
+from ledger.recharges.refunds import NewsDecision, RefundAnswer, RefundStepKind
 from ledger.recharges.saga import Recharge
 
 
@@ -53,15 +54,42 @@ class Recharges(LedgerApplication, EventSourcedProjection[UUID]):
         return self._change(recharge_id, self.recharge, lambda r: r.record(step_id, result, now))
 
     def record_platform_news(
-        self, recharge_id: UUID, callback: Callback
-    ) -> tuple[Recharge, CallbackDecision]:
+        self, recharge_id: UUID, callback: Callback, now: datetime | None = None
+    ) -> tuple[Recharge, CallbackDecision | NewsDecision]:
         """A platform's callback about the recharge, applied as news of its outcome (like a
-        status query's answer); a duplicate records nothing."""
-        decisions: list[CallbackDecision] = []
+        status query's answer) or of its refund; a duplicate records nothing."""
+        decisions: list[CallbackDecision | NewsDecision] = []
         recharge = self._change(
-            recharge_id, self.recharge, lambda r: decisions.append(r.hear(callback))
+            recharge_id, self.recharge, lambda r: decisions.append(r.hear(callback, now))
         )
         return recharge, decisions[-1]
+
+    def request_refund(
+        self, recharge_id: UUID, refund_id: UUID, reason: str, by: str, now: datetime
+    ) -> Recharge:
+        """Ask the platform to refund a succeeded recharge (RefundNotAllowed otherwise;
+        RefundAlreadyRequested while one is pending or once one was accepted); the same
+        refund id again records nothing."""
+        return self._change(
+            recharge_id, self.recharge, lambda r: r.request_refund(refund_id, reason, by, now)
+        )
+
+    def refund_sending(self, recharge_id: UUID, step_id: str) -> Recharge:
+        return self._change(recharge_id, self.recharge, lambda r: r.refund_sending(step_id))
+
+    def record_refund_answer(
+        self,
+        recharge_id: UUID,
+        step_id: str,
+        asked: RefundStepKind,
+        answer: RefundAnswer,
+        now: datetime,
+    ) -> Recharge:
+        return self._change(
+            recharge_id,
+            self.recharge,
+            lambda r: r.record_refund_answer(step_id, asked, answer, now),
+        )
 
     def check_deadline(self, recharge_id: UUID, now: datetime) -> Recharge:
         return self._change(recharge_id, self.recharge, lambda r: r.check_deadline(now))

@@ -11,8 +11,8 @@ legal transitions apply:
 * news that agrees with the final state is a duplicate too (a success after success);
 * a success for a recharge we failed (whose code was released for another try) is a
   `late_success` discrepancy for an operator: never a second credit, never dropped;
-* a reversal of a succeeded recharge is recorded for the refund flow, which books it like an
-  accepted refund (no money moves here);
+* a reversal of a succeeded recharge is recorded and booked like an accepted refund
+  (`refunds`): the recharge is refunded, its unit returns to the channel's stock on hand;
 * anything else (a failure after success, a reversal of an order never credited) is not a
   legal transition: recorded once as ignored.
 
@@ -27,8 +27,11 @@ from typing import Literal
 
 from ledger.recharges.decisions import Fail, StepResult, Succeed, outcome_of
 
-CallbackStatus = Literal["success", "failed", "processing", "reversed"]
+CallbackStatus = Literal["success", "failed", "processing", "reversed", "accepted", "rejected"]
 CALLBACK_STATUSES: tuple[CallbackStatus, ...] = ("success", "failed", "processing", "reversed")
+"""The order's statuses; `accepted` and `rejected` are a refund's (`refunds`), with its
+`refund_no`."""
+REFUND_CALLBACK_STATUSES: tuple[CallbackStatus, ...] = ("accepted", "rejected")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Callback:
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     reason: str | None = None
+    refund_no: str | None = None
 
     def as_result(self) -> StepResult:
         """The callback as the answer a status query would have given."""
@@ -90,7 +94,7 @@ class Discrepancy:
 
 @dataclass(frozen=True)
 class Reversal:
-    """The platform took back a credited order: recorded for the refund flow."""
+    """The platform took back a credited order: booked like an accepted refund."""
 
     reason: str
 
@@ -120,6 +124,10 @@ def after_callback(
         if news == "reversed":
             return Reversal("the platform reversed a credited order")
         return Ignore("a failure reported after the recharge succeeded")
+    if status == "refunded":
+        if news in ("success", "reversed"):
+            return Duplicate(f"the recharge was credited, then refunded: {news} is not news")
+        return Ignore(f"a {news} callback for a refunded recharge")
     if status == "failed":
         if news == "failed":
             return Duplicate("the recharge failed already")

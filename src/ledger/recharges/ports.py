@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from ledger.recharges.decisions import StepResult
+from ledger.recharges.refunds import RefundAnswer
 
 
 class PlatformGateway(Protocol):
@@ -22,6 +23,16 @@ class PlatformGateway(Protocol):
 
     def order_status(self, order_no: str) -> StepResult:
         """What the platform knows of `order_no` (`not_found` if it never saw it)."""
+        ...
+
+    def refund(self, order_no: str, refund_no: str, amount: int | None = None) -> RefundAnswer:
+        """Ask for a refund of the credited order `order_no`, once per `refund_no` (the
+        platform's idempotency key: a repeat answers the refund's status); `amount` in minor
+        units, the whole order when None. `pending` while the platform reviews it."""
+        ...
+
+    def refund_status(self, refund_no: str) -> RefundAnswer:
+        """The review's state of refund `refund_no` (`not_found` if it never got it)."""
         ...
 
 

@@ -3,12 +3,14 @@ is an event on the Recharge aggregate; what to do next comes from `decisions`.""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.clock import utc_now
 from ledger.errors import StateConflict
 from ledger.recharges.callbacks import (
     Apply,
@@ -31,12 +33,33 @@ from ledger.recharges.decisions import (
     at_deadline,
     first_step,
 )
+from ledger.recharges.refunds import (
+    AcceptRefund,
+    NewsDecision,
+    NewsDuplicate,
+    NewsIgnored,
+    RefundAnswer,
+    RefundNews,
+    RefundStep,
+    RefundStepKind,
+    RejectRefund,
+    ScheduleRefundStep,
+    after_refund_answer,
+    after_refund_news,
+    first_refund_step,
+    news_key,
+    refund_number,
+    refund_refusal,
+    reversal_number,
+)
 
 FINAL = frozenset({"succeeded", "failed"})
+REVERSAL_NAMESPACE = uuid.UUID("0b7f5c1e-6a2d-4c8e-9b3f-2e1d7a6c5b40")
 
 
 class Recharge(Aggregate):
-    """status: pending → succeeded | failed | review; review → succeeded | failed."""
+    """status: pending → succeeded | failed | review; review → succeeded | failed;
+    succeeded → refunded (the platform accepted a refund, or reversed the order)."""
 
     @event("Requested")
     def __init__(
@@ -69,6 +92,14 @@ class Recharge(Aggregate):
         self.callbacks_heard: set[str] = set()
         self.discrepancy: dict[str, Any] | None = None
         self.reversal: dict[str, Any] | None = None
+        self._start_refunds()
+
+    def _start_refunds(self) -> None:
+        self.refund: dict[str, Any] | None = None
+        self.refunds: dict[str, dict[str, Any]] = {}
+        self.refund_step: RefundStep | None = None
+        self.refund_steps_sent: set[str] = set()
+        self.refund_unsure_in_a_row = 0
 
     @classmethod
     def request(
@@ -125,9 +156,15 @@ class Recharge(Aggregate):
         )
         return True
 
-    def hear(self, callback: Callback) -> CallbackDecision:
-        """A platform's callback about this order, as news of the outcome (see `callbacks`).
-        A duplicate records nothing; everything else is recorded once."""
+    def hear(
+        self, callback: Callback, now: datetime | None = None
+    ) -> CallbackDecision | NewsDecision:
+        """A platform's callback about this order, as news of the outcome (see `callbacks`),
+        or of its refund (`refunds`). A duplicate records nothing; everything else is
+        recorded once."""
+        if callback.status in ("accepted", "rejected"):
+            news = RefundNews(callback.status, callback.refund_no, callback.reason)
+            return self.hear_refund_news(news, now)
         decision = after_callback(self.status, self.callbacks_heard, callback)
         if isinstance(decision, Apply):
             self._callback_received(
@@ -149,6 +186,8 @@ class Recharge(Aggregate):
             )
         elif isinstance(decision, Reversal):
             self._reversal_reported(callback.status, decision.reason, callback.platform_order_id)
+            reversal = RefundNews("reversed", callback.refund_no, decision.reason)
+            self.hear_refund_news(reversal, now, recorded=True)
         elif isinstance(decision, Ignore):
             self._callback_ignored(callback.status, decision.reason)
         return decision
@@ -171,6 +210,161 @@ class Recharge(Aggregate):
             self._succeeded(None, None, None)
         else:
             self._failed(f"resolved by an operator: {note}")
+
+    # --- refunds (see `refunds`) ---------------------------------------------------------
+
+    @property
+    def refund_status(self) -> str | None:
+        return self.refund["status"] if self.refund else None
+
+    def request_refund(self, refund_id: UUID, reason: str, by: str, now: datetime) -> bool:
+        """Ask the platform to refund this recharge, under a refund number of our own; the
+        same request again (its id) records nothing (False)."""
+        if str(refund_id) in self.refunds:
+            return False
+        refusal = refund_refusal(self.status, self.refund_status)
+        if refusal is not None:
+            raise refusal
+        self._refund_requested(refund_id, refund_number(refund_id), reason, by, now)
+        self._schedule_refund_step(first_refund_step(now))
+        return True
+
+    def refund_sending(self, step_id: str) -> None:
+        """Recorded before a refund step's call leaves: a run of the step after a crash
+        asks the refund's status instead of sending it again."""
+        if step_id not in self.refund_steps_sent:
+            self._refund_sending(step_id)
+
+    def record_refund_answer(
+        self, step_id: str, asked: RefundStepKind, answer: RefundAnswer, now: datetime
+    ) -> bool:
+        """A refund step's answer; a late or repeated one is ignored (False)."""
+        step = self.refund_step
+        if self.refund_status != "pending" or step is None or step.id != step_id:
+            return False
+        self._refund_step_completed(step_id, asked, answer.outcome, answer.reason)
+        unsure = self.refund_unsure_in_a_row
+        self._apply_refund(after_refund_answer(step, answer, now=now, unsure_in_a_row=unsure), now)
+        return True
+
+    def hear_refund_news(
+        self, news: RefundNews, now: datetime | None = None, *, recorded: bool = False
+    ) -> NewsDecision:
+        """News of a refund, like a poll's answer; `recorded`: the callback that brought it
+        is recorded already (a reversal)."""
+        refund_no = self.refund["refund_no"] if self.refund else None
+        decision = after_refund_news(
+            self.status, refund_no, self.refund_status, self.callbacks_heard, news
+        )
+        if isinstance(decision, NewsDuplicate):
+            return decision
+        moment = now or utc_now()
+        if isinstance(decision, NewsIgnored):
+            self._refund_news_ignored(news.refund_no, news.status, decision.reason)
+            return decision
+        if not recorded:
+            self._refund_news_received(news.refund_no, news.status, news.reason)
+        if isinstance(decision, AcceptRefund) and self.refund_status != "pending":
+            # a reversal without a pending refund of ours: booked under the platform's number
+            refund_id = uuid.uuid5(REVERSAL_NAMESPACE, f"{self.id}:{len(self.refunds)}")
+            refund_no = news.refund_no or reversal_number(self.id)
+            self._refund_accepted(refund_id, refund_no, decision.via, moment)
+            return decision
+        self._apply_refund(decision, moment)
+        return decision
+
+    def _apply_refund(
+        self, decision: AcceptRefund | RejectRefund | ScheduleRefundStep, now: datetime
+    ) -> None:
+        if isinstance(decision, ScheduleRefundStep):
+            self._schedule_refund_step(decision.step)
+            return
+        assert self.refund is not None, "a decided refund was requested"
+        refund_id, refund_no = UUID(self.refund["id"]), self.refund["refund_no"]
+        if isinstance(decision, AcceptRefund):
+            self._refund_accepted(refund_id, refund_no, decision.via, now)
+        else:
+            self._refund_rejected(refund_id, refund_no, decision.reason, now)
+
+    def _schedule_refund_step(self, step: RefundStep) -> None:
+        self._refund_step_scheduled(step.number, step.kind, step.due_at)
+
+    @event("RefundRequested")
+    def _refund_requested(
+        self, refund_id: UUID, refund_no: str, reason: str, by: str, requested_at: datetime
+    ) -> None:
+        self.refund = {
+            "id": str(refund_id),
+            "refund_no": refund_no,
+            "status": "pending",
+            "reason": reason,
+            "by": by,
+            "requested_at": requested_at,
+            "decided_at": None,
+            "rejection": None,
+            "via": None,
+        }
+        self.refunds[str(refund_id)] = self.refund
+        self.refund_unsure_in_a_row = 0
+
+    @event("RefundStepScheduled")
+    def _refund_step_scheduled(self, number: int, kind: RefundStepKind, due_at: datetime) -> None:
+        self.refund_step = RefundStep(number, kind, due_at)
+
+    @event("RefundSending")
+    def _refund_sending(self, step_id: str) -> None:
+        self.refund_steps_sent = self.refund_steps_sent | {step_id}
+
+    @event("RefundStepCompleted")
+    def _refund_step_completed(
+        self, step_id: str, asked: RefundStepKind, outcome: str, reason: str | None
+    ) -> None:
+        unsure = outcome == "unknown"
+        self.refund_unsure_in_a_row = self.refund_unsure_in_a_row + 1 if unsure else 0
+
+    @event("RefundAccepted")
+    def _refund_accepted(
+        self, refund_id: UUID, refund_no: str, via: str, decided_at: datetime
+    ) -> None:
+        """The platform took the membership back: the recharge is refunded. `via`: the
+        platform's answer, its refund callback, or its reversal of the order."""
+        refund = self.refunds.get(str(refund_id))
+        if refund is None:  # a reversal the platform made on its own
+            refund = {
+                "id": str(refund_id),
+                "refund_no": refund_no,
+                "reason": None,
+                "by": "platform",
+                "requested_at": None,
+                "rejection": None,
+            }
+            self.refunds[str(refund_id)] = refund
+        refund |= {"status": "accepted", "decided_at": decided_at, "via": via}
+        self.refund = refund
+        self.refund_step = None
+        self.status = "refunded"
+
+    @event("RefundRejected")
+    def _refund_rejected(
+        self, refund_id: UUID, refund_no: str, reason: str, decided_at: datetime
+    ) -> None:
+        """The recharge stays succeeded; the refund shows why."""
+        refund = self.refunds[str(refund_id)]
+        refund |= {"status": "rejected", "decided_at": decided_at, "rejection": reason}
+        self.refund = refund
+        self.refund_step = None
+
+    @event("RefundNewsReceived")
+    def _refund_news_received(self, refund_no: str | None, status: str, reason: str | None) -> None:
+        self.callbacks_heard = self.callbacks_heard | {
+            news_key(RefundNews(status, refund_no))  # type: ignore[arg-type]
+        }
+
+    @event("RefundNewsIgnored")
+    def _refund_news_ignored(self, refund_no: str | None, status: str, reason: str) -> None:
+        self.callbacks_heard = self.callbacks_heard | {
+            news_key(RefundNews(status, refund_no))  # type: ignore[arg-type]
+        }
 
     def _apply(self, decision: Succeed | Fail | Schedule | Review) -> None:
         if isinstance(decision, Succeed):
@@ -213,6 +407,7 @@ class Recharge(Aggregate):
     ) -> None:
         self.status = "succeeded"
         self.step = None
+        self.succeeded_version = self.version + 1  # this event's: applied before it counts
         self.membership = {
             "platform_order_id": platform_order_id,
             "starts_at": starts_at,
