@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from adapters.settings import Settings
+from api.merchant_settlement_cli import merchant_settlements_cli
 
 cli = typer.Typer(help="The membership-card ledger.", no_args_is_help=True, add_completion=False)
 tokens_cli = typer.Typer(help="Bearer tokens for operator and finance.", no_args_is_help=True)
@@ -616,6 +617,7 @@ def create_token(role: Annotated[Role, typer.Option(help="operator or finance")]
 
 audit_cli = typer.Typer(help="The audit log: refusals and operators' token use.")
 cli.add_typer(audit_cli, name="audit")
+cli.add_typer(merchant_settlements_cli, name="merchant-settlements")
 
 
 @audit_cli.command("export")

@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from adapters.sms import SandboxSms
     from api.auth import Authenticator
     from ledger.cards.application import Cards
+    from ledger.cards.settlements import MerchantSettlements
     from ledger.distribution.application import Distribution
     from ledger.recharges.application import Recharges
     from ledger.recharges.placement import RechargePlacement
     from ledger.recharges.platform_news import PlatformNews
+    from projections.merchant_statements import MerchantStatementsReader
     from projections.views import Views
 
 
@@ -39,6 +41,8 @@ class Services:
     audit_log: AuditLog
     sealed_codes: SealedBatchCodes
     platform_news: PlatformNews
+    merchant_settlements: MerchantSettlements
+    merchant_statements: MerchantStatementsReader
 
     def close(self) -> None:
         self.cards.close()

@@ -178,6 +178,7 @@ DOMAIN_CODES: dict[tuple[str, str], tuple[str, ...]] = {
     ),
     ("post", "/v1/consumptions/{consumption_id}/refunds"): ("state_conflict",),
     ("post", "/v1/withdrawals"): ("insufficient_balance", "unavailable"),
+    ("post", "/v1/merchant-settlements"): ("invalid_period", "period_not_closed", "unavailable"),
 }
 """Refusals from the domain that routes cannot show; the rest follows from the dependencies."""
 

@@ -5,6 +5,9 @@ ledger verifies with the view recomputed."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,6 +34,7 @@ from projections.merchant_statements import MerchantStatementsReader
 from projections.runner import SupervisedRunner
 from projections.verify import verify
 from projections.views import Views
+from tests.integration.test_rebuild import ledger_command
 
 pytestmark = pytest.mark.integration
 
@@ -211,3 +215,46 @@ def test_two_periods_settled_at_once_never_take_the_same_line(
     paid = sum(s.totals["CNY"].amount for s in results.values() if "CNY" in s.totals)
     assert paid == 8_000
     assert sum(row[2] for row in sandbox_payouts(database_url)) == 8_000
+
+
+def test_the_command_line_settles_today_in_sandbox_mode_and_shows_and_exports_it(
+    database_url: str, cards: Cards
+) -> None:
+    merchant, card = tea_house(cards)
+    cards.consume(uuid4(), merchant, card, Money(10_000))
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "LEDGER_SANDBOX": "true",
+        "LEDGER_SANDBOX_PAYOUT_EXIT": "false",
+    }
+
+    def ledger(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ledger_command(), "merchant-settlements", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    ran = ledger("run", str(merchant), today(), "--close-now")
+    assert ran.returncode == 0, ran.stderr
+    settled = json.loads(ran.stdout)
+    assert (settled["status"], settled["totals"][0]["amount"]) == ("paid", 8_000)
+    again = ledger("run", str(merchant), today(), "--close-now")
+    assert json.loads(again.stdout)["id"] == settled["id"]
+    assert [row[2] for row in sandbox_payouts(database_url)] == [8_000]
+
+    shown = ledger("show", settled["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == settled
+    exported = ledger("export", settled["id"])
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.splitlines()[0] == "kind,id,consumption_id,at,currency,amount"
+    assert exported.stdout.splitlines()[-1].endswith(",CNY,8000")
+
+    refused = ledger("run", str(merchant), "2999-01-01")
+    assert refused.returncode == 1
+    assert "period_not_closed" in refused.stderr
+    assert ledger("show", str(uuid4())).returncode == 1

@@ -13,7 +13,6 @@ from ledger import accounts
 from ledger.cards.merchant_settlement import (
     InvalidPeriod,
     MerchantSettlement,
-    PeriodNotClosed,
     StatementLine,
     payout_id,
     settlement_id,
@@ -21,7 +20,7 @@ from ledger.cards.merchant_settlement import (
 )
 from ledger.cards.ports import PayoutResult
 from ledger.cards.settlements import MerchantSettlements
-from ledger.errors import NotFound
+from ledger.errors import NotFound, PeriodNotClosed
 from ledger.money import Money
 from tests.unit.test_card_scenarios import Shop
 

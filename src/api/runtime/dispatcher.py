@@ -16,6 +16,7 @@ from eventsourcing.projection import Projection
 from adapters.audit_log import AuditLog
 from adapters.rate_limits import RateLimiter
 from ledger.cards.application import Cards
+from ledger.cards.settlements import MerchantSettlements
 from ledger.clock import utc_now
 from ledger.distribution.application import Distribution
 from ledger.recharges.application import Recharges
@@ -26,6 +27,7 @@ from ledger.recharges.saga import Recharge
 from ledger.recharges.steps import RechargeSteps
 from projections.codes import CodesReader
 from projections.directory import DirectoryReader
+from projections.merchant_statements import MerchantStatementsReader
 from projections.recharges import RechargesReader
 from projections.runner import ViewFeed
 
@@ -86,6 +88,10 @@ class Sweeper(threading.Thread):
         self.codes = CodesReader(pool)
         self.cards = cards
         self.directory = DirectoryReader(pool)
+        self.merchant_statements = MerchantStatementsReader(pool)
+        self.merchant_settlements = (
+            MerchantSettlements(cards, self.merchant_statements) if cards else None
+        )
         self.payout_grace = payout_grace
         self.every = every
         self.grace = grace
@@ -117,6 +123,7 @@ class Sweeper(threading.Thread):
         for code_id in self.codes.due_for_expiry():
             self.distribution.expire_code(code_id, now)
         self.finish_withdrawals()
+        self.finish_merchant_settlements()
 
     def finish_withdrawals(self) -> None:
         if self.cards is None or self.cards.payouts is None:
@@ -126,3 +133,15 @@ class Sweeper(threading.Thread):
                 self.cards.retry_withdrawal(withdrawal_id)
             except Exception:
                 log.exception("withdrawal %s: payout retry failed; next sweep", withdrawal_id)
+
+    def finish_merchant_settlements(self) -> None:
+        """Merchant settlements left collecting or paying past `payout_grace` (their process
+        died, or a payout's answer was lost or refused): moved on, each payout asked again
+        with its own id, so it is paid once."""
+        if self.merchant_settlements is None or self.cards is None or self.cards.payouts is None:
+            return
+        for settlement_id in self.merchant_statements.unfinished(self.payout_grace):
+            try:
+                self.merchant_settlements.advance(settlement_id)
+            except Exception:
+                log.exception("merchant settlement %s: not finished; next sweep", settlement_id)

@@ -13,9 +13,11 @@ from adapters.verification import PostgresVerificationCodes
 from api.auth import Authenticator
 from api.container import Services
 from ledger.cards.application import Cards
+from ledger.cards.settlements import MerchantSettlements
 from ledger.distribution.application import Distribution
 from ledger.recharges.placement import PlacementLimits, RechargePlacement
 from ledger.recharges.platform_news import PlatformNews
+from projections.merchant_statements import MerchantStatementsReader
 from projections.views import Views
 
 
@@ -62,4 +64,6 @@ def build_services(settings: Settings, database_url: str, runtime: Any) -> Servi
         audit_log=AuditLog(pool),
         sealed_codes=SealedBatchCodes(pool, settings.secret_bytes),
         platform_news=PlatformNews(runtime.recharges, distribution),
+        merchant_settlements=MerchantSettlements(cards, MerchantStatementsReader(pool)),
+        merchant_statements=MerchantStatementsReader(pool),
     )

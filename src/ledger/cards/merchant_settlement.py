@@ -26,7 +26,7 @@ from eventsourcing.domain import Aggregate, event
 
 from ledger import accounts
 from ledger.cards.consumptions import Consumption, ConsumptionRefund
-from ledger.errors import DomainError, StateConflict
+from ledger.errors import DomainError, PeriodNotClosed, StateConflict
 from ledger.money import Money
 from ledger.postings import Holds, Postings
 
@@ -37,11 +37,9 @@ MAX_LINES = 20_000
 
 
 class InvalidPeriod(DomainError):
+    """A period that is not a day written YYYY-MM-DD."""
+
     code = "invalid_period"
-
-
-class PeriodNotClosed(DomainError):
-    code = "period_not_closed"
 
 
 def settlement_id(merchant_id: UUID, period: date) -> UUID:

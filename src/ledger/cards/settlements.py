@@ -30,6 +30,8 @@ from ledger.errors import NotFound
 
 log = logging.getLogger(__name__)
 
+NO_STATEMENTS = "no merchant statements are readable here"
+
 
 class StatementLines(Protocol):
     def unsettled(self, merchant_id: UUID, before: datetime, limit: int) -> list[StatementLine]:
@@ -39,9 +41,10 @@ class StatementLines(Protocol):
 
 
 class MerchantSettlements:
-    """Open a settlement for a merchant's closed day, collect its lines, pay what is due."""
+    """Open a settlement for a merchant's closed day, collect its lines, pay what is due.
+    Without statement lines (a tool that only reads) collecting is refused as unavailable."""
 
-    def __init__(self, cards: Cards, lines: StatementLines) -> None:
+    def __init__(self, cards: Cards, lines: StatementLines | None = None) -> None:
         self.cards = cards
         self.lines = lines
 
@@ -80,7 +83,8 @@ class MerchantSettlements:
             if settlement.status != "collecting":
                 return settlement
             book = self.book(merchant_id)
-            lines = self.lines.unsettled(merchant_id, settlement.cutoff, MAX_LINES)
+            reader = needed(self.lines, NO_STATEMENTS)
+            lines = reader.unsettled(merchant_id, settlement.cutoff, MAX_LINES)
             settlement.collect(lines, book.carry)
             book.record(settlement)
             self.cards.save(settlement, book)
