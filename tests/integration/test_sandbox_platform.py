@@ -133,9 +133,7 @@ def test_a_recharge_credits_once_and_is_recorded(
     assert credit["order_no"] == "rch_a"
     assert credit["product_code"] == "vip-month"
     assert credit["platform_order_id"] == result.platform_order_id
-    assert credit["period"]["ends_at"] == result.ends_at.isoformat().replace(
-        "+00:00", "Z"
-    )
+    assert credit["period"]["ends_at"] == result.ends_at.isoformat().replace("+00:00", "Z")
     assert gateway.order_status("rch_a") == result
     assert credits(sandbox, "someone-else") == []
 
@@ -293,7 +291,8 @@ def test_a_gateway_with_the_wrong_secret_gets_unknown_and_credits_nothing(
 
 def test_faults_can_be_read_changed_and_reset(sandbox: httpx.Client) -> None:
     start = sandbox.get("/sandbox/faults").json()
-    assert start == {
+    # every knob of the recharge and refund flows at its start value (other flows add theirs)
+    assert {k: start[k] for k in RECHARGE_AND_REFUND_KNOBS} == {
         "latency_ms": 0,
         "error_rate": 0.0,
         "timeout_after_credit": 0,
@@ -307,6 +306,9 @@ def test_faults_can_be_read_changed_and_reset(sandbox: httpx.Client) -> None:
         "callback_bad_signatures": 0,
         "late_success_accounts": [],
         "late_success_after_ms": 1000,
+        "refund_review_ms": 500,
+        "refund_rejection_rate": 0.0,
+        "refund_callbacks": True,
     }
     changed = set_faults(sandbox, latency_ms=5, error_rate=0.25)
     assert (changed["latency_ms"], changed["error_rate"], changed["fail_accounts"]) == (
@@ -318,3 +320,105 @@ def test_faults_can_be_read_changed_and_reset(sandbox: httpx.Client) -> None:
     assert sandbox.post("/sandbox/faults", json={"nonsense": 1}).status_code == 422
     assert sandbox.post("/sandbox/reset").json() == {"faults": start}
     assert json.loads(sandbox.get("/sandbox/faults").content) == start
+
+
+RECHARGE_AND_REFUND_KNOBS = (
+    "latency_ms",
+    "error_rate",
+    "timeout_after_credit",
+    "fail_accounts",
+    "hang_seconds",
+    "callback_url",
+    "callback_probability",
+    "callback_delay_ms",
+    "callback_duplicates",
+    "callback_out_of_order",
+    "callback_bad_signatures",
+    "late_success_accounts",
+    "late_success_after_ms",
+    "refund_review_ms",
+    "refund_rejection_rate",
+    "refund_callbacks",
+)
+
+
+def refunds(sandbox: httpx.Client, order_no: str) -> list[dict[str, Any]]:
+    reply = sandbox.get("/sandbox/refunds", params={"order_no": order_no})
+    assert reply.status_code == 200, reply.text
+    return list(reply.json()["refunds"])
+
+
+def test_a_refund_is_reviewed_then_accepted_once_per_refund_number(
+    sandbox: httpx.Client, gateway: HttpPlatformGateway
+) -> None:
+    set_faults(sandbox, refund_review_ms=300)
+    assert gateway.recharge("rch_refund_1", "13800000101", "vip-month", 30).outcome == "succeeded"
+    assert gateway.refund_status("RF-1").outcome == "not_found"
+
+    first = gateway.refund("rch_refund_1", "RF-1", 2000)
+    assert (first.outcome, first.reason) == ("pending", None)
+    again = gateway.refund("rch_refund_1", "RF-1", 2000)  # a retry: the same refund
+    assert again.outcome == "pending"
+    assert gateway.refund_status("RF-1").outcome == "pending"
+    time.sleep(0.4)
+    assert gateway.refund_status("RF-1").outcome == "accepted"
+    assert gateway.refund("rch_refund_1", "RF-1", 2000).outcome == "accepted"
+    [taken] = refunds(sandbox, "rch_refund_1")
+    assert (taken["refund_no"], taken["amount"], taken["requests"]) == ("RF-1", 2000, 3)
+
+
+def test_a_rejected_refund_says_why_and_a_refund_of_an_uncredited_order_is_refused(
+    sandbox: httpx.Client, gateway: HttpPlatformGateway
+) -> None:
+    set_faults(sandbox, refund_review_ms=0, refund_rejection_rate=1.0)
+    assert gateway.recharge("rch_refund_2", "13800000102", "vip-month", 30).outcome == "succeeded"
+    rejected = gateway.refund("rch_refund_2", "RF-2")
+    assert rejected.outcome == "rejected" and rejected.reason
+    # a refund number is the platform's key: reused for another order it is refused
+    assert gateway.recharge("rch_refund_3", "13800000103", "vip-month", 30).outcome == "succeeded"
+    assert gateway.refund("rch_refund_3", "RF-2").outcome == "unknown"
+    # an order never credited: refused, nothing taken
+    assert gateway.recharge("rch_refund_4", BLOCKED_AT_START, "vip-month", 30).outcome == "failed"
+    refused = gateway.refund("rch_refund_4", "RF-4")
+    assert (refused.outcome, refused.reason) == ("unknown", "http 409")
+    assert refunds(sandbox, "rch_refund_4") == []
+    assert sandbox.post("/sandbox/reset").status_code == 200
+    assert refunds(sandbox, "rch_refund_2") == []
+
+
+def test_the_refund_knobs_are_flags_of_ledger_sandbox_platform() -> None:
+    port = free_port()
+    env = os.environ | {"LEDGER_PLATFORM_SECRET": SECRET, "LEDGER_PLATFORM_PARTNER_ID": PARTNER}
+    process = subprocess.Popen(
+        [
+            *ledger_command(),
+            "sandbox-platform",
+            "--port",
+            str(port),
+            "--refund-review-ms",
+            "1500",
+            "--refund-rejection-rate",
+            "0.25",
+            "--no-refund-callbacks",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                faults = httpx.get(f"http://127.0.0.1:{port}/sandbox/faults", timeout=0.5).json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the sandbox platform did not start"
+                time.sleep(0.1)
+        assert {k: v for k, v in faults.items() if k.startswith("refund")} == {
+            "refund_review_ms": 1500,
+            "refund_rejection_rate": 0.25,
+            "refund_callbacks": False,
+        }
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
