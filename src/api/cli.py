@@ -242,6 +242,26 @@ def sandbox_platform(
     refund_callbacks: Annotated[
         bool, typer.Option(help="Call back each refund's outcome to --callback-url.")
     ] = True,
+    statement_not_ready_seconds: Annotated[
+        float, typer.Option(min=0.0, help="Publish a statement N s after it is first asked.")
+    ] = 0.0,
+    statement_drop_order: Annotated[
+        list[str] | None, typer.Option(help="Leave this order off statements (repeatable).")
+    ] = None,
+    statement_extra_lines: Annotated[
+        int, typer.Option(min=0, help="Add N lines of orders never sent to each statement.")
+    ] = 0,
+    statement_amount_order: Annotated[
+        list[str] | None,
+        typer.Option(help="Bill this order --statement-amount-delta more (repeatable)."),
+    ] = None,
+    statement_amount_delta: Annotated[
+        int, typer.Option(help="The change to such an order's amount, in minor units.")
+    ] = 100,
+    statement_next_day_order: Annotated[
+        list[str] | None,
+        typer.Option(help="Put this order on the next day's statement (repeatable)."),
+    ] = None,
     fd: Annotated[
         int | None, typer.Option(hidden=True, help="Serve on this bound socket (ledger serve).")
     ] = None,
@@ -268,6 +288,12 @@ def sandbox_platform(
         refund_review_ms=refund_review_ms,
         refund_rejection_rate=refund_rejection_rate,
         refund_callbacks=refund_callbacks,
+        statement_not_ready_seconds=statement_not_ready_seconds,
+        statement_drop_orders=tuple(statement_drop_order or ()),
+        statement_extra_lines=statement_extra_lines,
+        statement_amount_orders=tuple(statement_amount_order or ()),
+        statement_amount_delta=statement_amount_delta,
+        statement_next_day_orders=tuple(statement_next_day_order or ()),
     )
     if fd is None:
         console.print(f"sandbox video platform on http://{host}:{port}")

@@ -150,6 +150,16 @@ class SettledOrders:
             for order_no, kind, amount, currency, at in cursor:
                 yield Line(order_no, kind, Money(amount, currency), at)
 
+    def prices(self, platform_id: UUID) -> dict[str, Money]:
+        """The wholesale cost of each of the platform's products, by product code (its id,
+        as the recharge gateway sends it): the price list a statement request carries."""
+        query = SQL("SELECT product_id, amount, currency FROM {p} WHERE platform_id = %s").format(
+            p=Identifier("settled_products")
+        )
+        with self.pool.connection() as conn:
+            rows = conn.execute(query, (platform_id,)).fetchall()
+        return {str(product): Money(amount, currency) for product, amount, currency in rows}
+
     def caught_up(self, platform_id: UUID, period: date) -> bool:
         """Whether every line of the period is in the view: the recharges log is applied
         `COMMIT_GRACE` past the period's end (or up to its head, for a period settled

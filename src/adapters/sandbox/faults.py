@@ -30,6 +30,18 @@ Refunds (``/partner/v1/refund``, idempotent by ``refund_no``):
 * ``refund_rejection_rate`` (0..1): the fraction of refunds the review rejects;
 * ``refund_callbacks``: the review's outcome is called back (``accepted`` or ``rejected``
   with the ``refund_no``) to ``callback_url``, with the callback knobs above.
+
+Statements (``/partner/v1/statement``, `adapters.sandbox.statements`), each knob naming the
+orders whose lines it changes:
+
+* ``statement_not_ready_seconds``: a statement is published this long after it was first
+  asked for (and never before its day has ended, unless the request says ``close_now``);
+* ``statement_drop_orders``: these orders' lines are left out;
+* ``statement_extra_lines`` (N): N lines of orders the partner never sent are added;
+* ``statement_amount_orders``: these orders' lines are billed ``statement_amount_delta``
+  (minor units) more;
+* ``statement_next_day_orders``: these orders' lines go on the next day's statement, as if
+  booked just past midnight (a timing difference).
 """
 
 from __future__ import annotations
@@ -60,6 +72,12 @@ class Faults:
     refund_review_ms: int = 500
     refund_rejection_rate: float = 0.0
     refund_callbacks: bool = True
+    statement_not_ready_seconds: float = 0.0
+    statement_drop_orders: tuple[str, ...] = ()
+    statement_extra_lines: int = 0
+    statement_amount_orders: tuple[str, ...] = ()
+    statement_amount_delta: int = 100
+    statement_next_day_orders: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +97,12 @@ class Faults:
             "refund_review_ms": self.refund_review_ms,
             "refund_rejection_rate": self.refund_rejection_rate,
             "refund_callbacks": self.refund_callbacks,
+            "statement_not_ready_seconds": self.statement_not_ready_seconds,
+            "statement_drop_orders": list(self.statement_drop_orders),
+            "statement_extra_lines": self.statement_extra_lines,
+            "statement_amount_orders": list(self.statement_amount_orders),
+            "statement_amount_delta": self.statement_amount_delta,
+            "statement_next_day_orders": list(self.statement_next_day_orders),
         }
 
 
@@ -104,3 +128,9 @@ class FaultsUpdate(BaseModel):
     refund_review_ms: int | None = Field(default=None, ge=0, le=3_600_000)
     refund_rejection_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     refund_callbacks: bool | None = None
+    statement_not_ready_seconds: float | None = Field(default=None, ge=0, le=86_400)
+    statement_drop_orders: list[str] | None = Field(default=None, max_length=10_000)
+    statement_extra_lines: int | None = Field(default=None, ge=0, le=10_000)
+    statement_amount_orders: list[str] | None = Field(default=None, max_length=10_000)
+    statement_amount_delta: int | None = Field(default=None, ge=-10**9, le=10**9)
+    statement_next_day_orders: list[str] | None = Field(default=None, max_length=10_000)

@@ -177,7 +177,13 @@ class SandboxPlatform:
 
     def set_faults(self, update: FaultsUpdate) -> Faults:
         changes = update.model_dump(exclude_none=True)
-        for listed in ("fail_accounts", "late_success_accounts"):
+        for listed in (
+            "fail_accounts",
+            "late_success_accounts",
+            "statement_drop_orders",
+            "statement_amount_orders",
+            "statement_next_day_orders",
+        ):
             if listed in changes:
                 changes[listed] = tuple(changes[listed])
         if changes.get("callback_url") == "":
@@ -420,6 +426,17 @@ class SandboxPlatform:
                 r.as_json(now)
                 for r in self._state.refunds.values()
                 if order_no is None or r.order_no == order_no
+            ]
+
+    def accepted_refunds(self) -> list[tuple[str, datetime]]:
+        """(order number, when the review accepted it) of every refund accepted so far: the
+        statements reverse those orders' bills on that day."""
+        with self._lock:
+            now = self._clock()
+            return [
+                (r.order_no, r.decided_at)
+                for r in self._state.refunds.values()
+                if r.status(now) == "accepted"
             ]
 
     # --- answers ------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 ``GET /sandbox/credits?account=`` lists the credits (so a test can assert "credited exactly
 once"), ``GET /sandbox/refunds?order_no=`` the refunds with the requests each got,
 ``GET /sandbox/callbacks`` the order callbacks posted (`adapters.sandbox.callbacks`),
+``GET /sandbox/payments`` the settlement payments received (`adapters.sandbox.statements`),
 ``POST /sandbox/reset`` forgets every order, credit and nonce and restores the faults
 given at start. The sandbox endpoints are unauthenticated: bind to localhost.
 """
@@ -27,6 +28,7 @@ from adapters.platform_gateway import (
 )
 from adapters.sandbox.faults import Faults, FaultsUpdate
 from adapters.sandbox.platform import Refused, SandboxPlatform
+from adapters.sandbox.statements import add_statement_routes
 
 MAX_BODY_BYTES = 16_384
 
@@ -114,8 +116,11 @@ def create_sandbox_app(secret: str, partner_id: str, faults: Faults | None = Non
         """Every callback post so far: order, status, attempt, the answer's HTTP status."""
         return {"callbacks": platform.callbacks.sent()}
 
+    statements = add_statement_routes(app, platform, partner_call)
+
     @app.post("/sandbox/reset")
     async def reset() -> dict[str, Any]:
+        statements.reset()
         return {"faults": platform.reset().as_json()}
 
     return app
