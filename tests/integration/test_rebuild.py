@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -33,6 +34,7 @@ from adapters.payments import SandboxPaymentGateway
 from adapters.settings import Settings
 from api.runtime.schema import apply_migrations
 from ledger.cards.application import Cards
+from ledger.cards.settlements import MerchantSettlements
 from ledger.distribution.application import Distribution
 from ledger.money import Money
 from ledger.recharges.application import Recharges
@@ -43,7 +45,8 @@ from projections.positions import head, live_tracking_name, live_version, positi
 from projections.rebuild import rebuild
 from projections.runner import LockSession, SupervisedRunner
 from projections.views import Views
-from tests.card_fakes import FakeMemberTokens
+from tests.card_fakes import FakeMemberTokens, FakePayouts
+from tests.unit.test_merchant_settlement import FakeStatementLines
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +127,12 @@ def write_history(url: str) -> History:
     cards with a shared card, consumptions and a withdrawal still in flight (a hold)."""
     env = app_env(url)
     distribution = Distribution(env=env)
-    cards = Cards(env=env, payments=SandboxPaymentGateway(), tokens=FakeMemberTokens())
+    cards = Cards(
+        env=env,
+        payments=SandboxPaymentGateway(),
+        payouts=FakePayouts(),
+        tokens=FakeMemberTokens(),
+    )
     try:
         h = History(uuid4(), uuid4(), uuid4(), [uuid4(), uuid4()], uuid4(), uuid4(), uuid4())
         d = distribution
@@ -162,6 +170,7 @@ def write_history(url: str) -> History:
         paid = cards.request_withdrawal(uuid4(), h.owner, Money(1000))
         cards.request_withdrawal(uuid4(), h.owner, Money(500))  # still in flight: a hold
         cards.finish_withdrawal(paid.id, paid=True, detail="ref")
+        settle_merchant(cards, h)
         mark(h)
 
         d.purchase_stock(uuid4(), h.subs[1], h.product, 3)
@@ -171,6 +180,15 @@ def write_history(url: str) -> History:
     finally:
         distribution.close()
         cards.close()
+
+
+def settle_merchant(cards: Cards, h: History) -> None:
+    """The tea house settled for today as if it had ended: its consumptions so far
+    collected (read from the log as the merchant statements view reads it) and paid."""
+    today = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    lines = FakeStatementLines(cards)
+    settled = MerchantSettlements(cards, lines).open(h.merchant, today, close_now=True)
+    assert settled.status == "paid" and len(settled.lines) == 2, settled.lines
 
 
 def credit(env: dict[str, str], h: History) -> None:

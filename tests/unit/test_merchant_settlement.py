@@ -3,6 +3,7 @@ is paid out of its payable once per settlement, and carries refunds of days alre
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -10,6 +11,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from ledger import accounts
+from ledger.cards.application import Cards
 from ledger.cards.merchant_settlement import (
     InvalidPeriod,
     MerchantSettlement,
@@ -29,29 +31,26 @@ DAY, NEXT_DAY = "2024-03-10", "2024-03-11"
 
 
 class FakeStatementLines:
-    """The read model in memory: follows the cards log, dates each line by the shop's clock
-    when it is seen (the real view uses the event's time), and marks the lines a settlement
-    collected."""
+    """The read model in memory: follows the cards log and marks the lines a settlement
+    collected. Each line is dated by `clock` when it is seen (the shop's clock in scenarios),
+    or without one by its event's time, as the real view dates it."""
 
-    def __init__(self, shop: Shop) -> None:
-        self.shop = shop
+    def __init__(self, app: Cards, clock: Callable[[], datetime] | None = None) -> None:
+        self.app = app
+        self.clock = clock
         self.position = 0
         self.lines: dict[UUID, tuple[StatementLine, UUID | None]] = {}
 
     def follow(self) -> None:
-        app = self.shop.app
+        app = self.app
         for notification in app.recorder.select_notifications(start=self.position + 1, limit=1000):
             self.position = notification.id
             event: Any = app.mapper.to_domain_event(notification)
             line = statement_line(event)
             if line is not None:
+                at = self.clock() if self.clock else line.at
                 dated = StatementLine(
-                    line.id,
-                    line.merchant_id,
-                    line.kind,
-                    line.consumption_id,
-                    line.amount,
-                    self.shop.clock(),
+                    line.id, line.merchant_id, line.kind, line.consumption_id, line.amount, at
                 )
                 self.lines[line.id] = (dated, None)
             elif isinstance(event, MerchantSettlement.Collected):  # type: ignore[attr-defined]
@@ -75,7 +74,7 @@ class Till:
 
     def __init__(self) -> None:
         self.shop = Shop()
-        self.lines = FakeStatementLines(self.shop)
+        self.lines = FakeStatementLines(self.shop.app, self.shop.clock)
         self.settlements = MerchantSettlements(self.shop.app, self.lines)
         self.card = self.shop.open_card()
 
