@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from ledger.recharges.application import Recharges
     from ledger.recharges.placement import RechargePlacement
     from ledger.recharges.platform_news import PlatformNews
+    from ledger.settlement.application import Settlements
+    from ledger.settlement.steps import SettlementSteps
     from projections.merchant_statements import MerchantStatementsReader
     from projections.views import Views
 
@@ -43,6 +45,8 @@ class Services:
     platform_news: PlatformNews
     merchant_settlements: MerchantSettlements
     merchant_statements: MerchantStatementsReader
+    settlements: Settlements
+    settlement_steps: SettlementSteps
 
     def close(self) -> None:
         self.cards.close()

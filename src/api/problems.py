@@ -59,6 +59,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "verification_locked": 423,
     "invalid_ratio": 422,
     "invalid_timezone": 422,
+    "invalid_outcome": 422,
     "invalid_period": 422,
     "period_not_closed": 422,
     "discount_below_main": 422,

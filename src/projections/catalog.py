@@ -17,8 +17,8 @@ from projections.journal import JournalView
 from projections.merchant_statements import MerchantStatementsView
 from projections.recharges import RechargesView
 from projections.runner import Feed, ProcessFeed, ViewFeed
-from projections.settlements import SettlementsView
 from projections.settled_orders import SettledOrdersView
+from projections.settlements import SettlementsView
 
 APPLICATIONS: tuple[type[Any], ...] = (Distribution, Recharges, Cards, Settlements)
 

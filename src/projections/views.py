@@ -16,6 +16,7 @@ from projections.journal import JournalReader
 from projections.positions import wait_until_caught_up
 from projections.recharges import RechargesReader
 from projections.settled_orders import SettledOrders
+from projections.settlements import SettlementsReader
 from projections.status import Standing, standings
 
 
@@ -30,6 +31,7 @@ class Views:
         self.journal = JournalReader(pool)
         self.directory = DirectoryReader(pool)
         self.settled_orders = SettledOrders(pool)
+        self.settlements = SettlementsReader(pool)
 
     def catch_up(self, name: str = "balances", timeout: float = 3.0) -> bool:
         """Read-your-writes: wait (bounded) until the view includes every logged event."""

@@ -316,3 +316,35 @@ def test_a_late_success_opens_one_case_per_recharge_and_its_resolution_moves_not
     desk.settlements.resolve_case(case.id, "accept_theirs", "sold twice", "op", desk.clock())
     assert desk.settlements.case(case.id).status == "resolved"
     assert desk.postings() == []
+
+
+def test_a_late_success_heard_by_the_recharge_saga_opens_its_case_on_the_products_platform():
+    from ledger.recharges.application import Recharges
+    from ledger.recharges.callbacks import Callback
+    from ledger.recharges.decisions import StepResult
+    from ledger.recharges.saga import Recharge
+    from ledger.settlement.late_successes import LateSuccesses
+
+    desk = SettlementDesk()
+    product = uuid4()
+    desk.distribution.register_product(
+        product, desk.platform, "VIP monthly", 30, Money(3000), Money(2000)
+    )
+    recharges = Recharges()
+    now = desk.clock()
+    recharge = Recharge.request(uuid4(), uuid4(), uuid4(), product, "138", None, now, now)
+    assert recharge.step is not None
+    recharge.record(recharge.step.id, StepResult("failed", reason="refused"), now)
+    recharge.hear(Callback("success", platform_order_id="PO1"))
+    recharges.save(recharge)
+    assert recharge.discrepancy is not None
+    late = LateSuccesses(desk.settlements, recharges, desk.distribution)
+
+    case = late.open(recharge.id, recharge.discrepancy["reason"], now)
+
+    assert (case.kind, case.platform_id, case.order_no) == (
+        "late_success",
+        desk.platform,
+        str(recharge.id),
+    )
+    assert late.open(recharge.id, "again", now).id == case.id

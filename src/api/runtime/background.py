@@ -11,10 +11,12 @@ import dramatiq
 from adapters.database import application_env
 from adapters.settings import Settings
 from api.runtime.dispatcher import Sweeper, dispatcher_feed
+from api.runtime.settlements import SettlementSweeper
 from api.runtime.worker import Jobs, Runtime, make_broker, start_worker
 from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.recharges.application import Recharges
+from ledger.settlement.application import Settlements
 from projections.catalog import continuous_feeds
 from projections.runner import LockSession, Shared, SupervisedRunner
 
@@ -27,6 +29,7 @@ class Background:
     pool: Any
     runners: list[SupervisedRunner] = field(default_factory=list)
     sweeper: Sweeper | None = None
+    settlement_sweeper: SettlementSweeper | None = None
     worker: dramatiq.Worker | None = None
     session: LockSession | None = None
     shared: Shared | None = None
@@ -36,6 +39,7 @@ class Background:
         if self.supervisor is not None:
             self.supervisor.stop()  # before the embedded server's own clean-up stops it
         threads: list[Any] = [*self.runners, *([self.sweeper] if self.sweeper else [])]
+        threads += [self.settlement_sweeper] if self.settlement_sweeper else []
         for thread in threads:
             thread.stop()
         for thread in threads:
@@ -64,7 +68,7 @@ def start_background(
         background.supervisor.start()
     if run_projections:
         env = application_env(settings, database_url)
-        feeds = [*continuous_feeds(), dispatcher_feed(jobs.steps, jobs)]
+        feeds = [*continuous_feeds(), dispatcher_feed(jobs.steps, jobs, runtime.late_successes)]
         background.session = LockSession(database_url)
         background.shared = Shared(
             env,
@@ -73,6 +77,7 @@ def start_background(
                 Distribution: runtime.distribution,
                 Recharges: runtime.recharges,
                 Cards: runtime.cards,
+                Settlements: runtime.settlements,
             },
             pools={
                 "views": runtime.budget.env("views"),
@@ -92,7 +97,8 @@ def start_background(
             cards=runtime.cards,
             payout_grace=settings.ledger_payout_grace_seconds,
         )
-        for thread in [*background.runners, background.sweeper]:
+        background.settlement_sweeper = SettlementSweeper(runtime.settlement_steps, background.pool)
+        for thread in [*background.runners, background.sweeper, background.settlement_sweeper]:
             thread.start()
     if with_worker:
         background.worker = start_worker(broker, settings.ledger_worker_threads)

@@ -25,6 +25,7 @@ from ledger.recharges.ports import StepQueue
 from ledger.recharges.refunds import RefundStep
 from ledger.recharges.saga import Recharge
 from ledger.recharges.steps import RechargeSteps
+from ledger.settlement.late_successes import LateSuccesses
 from projections.codes import CodesReader
 from projections.directory import DirectoryReader
 from projections.merchant_statements import MerchantStatementsReader
@@ -38,6 +39,7 @@ class Dispatcher(Projection[PostgresTrackingRecorder]):
     name = "dispatcher"
     steps: RechargeSteps
     queue: StepQueue
+    late_successes: LateSuccesses | None = None
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         e = domain_event
@@ -51,6 +53,8 @@ class Dispatcher(Projection[PostgresTrackingRecorder]):
             self.queue.enqueue_step(e.originator_id, step_id, e.due_at)
         elif isinstance(e, Recharge.RefundAccepted | Recharge.RefundRejected):
             self.steps.settle_refund(e.originator_id, e.refund_id)
+        elif isinstance(e, Recharge.DiscrepancyFound) and self.late_successes is not None:
+            self.late_successes.open(e.originator_id, e.reason, e.timestamp)
         self.view.insert_tracking(tracking)
 
 
@@ -58,8 +62,15 @@ DISPATCHER_FEED = ViewFeed(Recharges, Dispatcher, PostgresTrackingRecorder)
 """For reports of where the dispatcher stands (the running one is bound to its context)."""
 
 
-def dispatcher_feed(steps: RechargeSteps, queue: StepQueue) -> ViewFeed:
-    attributes = {"steps": steps, "queue": queue, "name": Dispatcher.name}
+def dispatcher_feed(
+    steps: RechargeSteps, queue: StepQueue, late_successes: LateSuccesses | None = None
+) -> ViewFeed:
+    attributes = {
+        "steps": steps,
+        "queue": queue,
+        "late_successes": late_successes,
+        "name": Dispatcher.name,
+    }
     bound: type[Dispatcher] = type("BoundDispatcher", (Dispatcher,), attributes)
     return ViewFeed(Recharges, bound, PostgresTrackingRecorder)
 

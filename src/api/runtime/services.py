@@ -66,4 +66,6 @@ def build_services(settings: Settings, database_url: str, runtime: Any) -> Servi
         platform_news=PlatformNews(runtime.recharges, distribution),
         merchant_settlements=MerchantSettlements(cards, MerchantStatementsReader(pool)),
         merchant_statements=MerchantStatementsReader(pool),
+        settlements=runtime.settlements,
+        settlement_steps=runtime.settlement_steps,
     )

@@ -19,6 +19,7 @@ from adapters.database import (
     DatabaseHealth,
     application_env,
     open_pool,
+    pool_env,
 )
 from adapters.outbound import OutboundAddresses
 from adapters.payments import gateways
@@ -28,12 +29,16 @@ from adapters.sealed_codes import SealedIssuedCodes
 from adapters.settings import Settings
 from adapters.tokens import PostgresMemberTokens
 from adapters.webhooks import WebhookDelivery
+from api.runtime.settlement_ports import settlement_ports
 from ledger.cards.application import Cards
 from ledger.cards.ports import Payouts
 from ledger.clock import utc_now
 from ledger.distribution.application import Distribution
 from ledger.recharges.application import Recharges
 from ledger.recharges.steps import RechargeSteps
+from ledger.settlement.application import Settlements
+from ledger.settlement.late_successes import LateSuccesses
+from ledger.settlement.steps import SettlementSteps
 
 
 def make_broker(url: str | None) -> dramatiq.Broker:
@@ -96,6 +101,19 @@ class Runtime:
         self.webhooks = WebhookDelivery(
             settings.secret_bytes, OutboundAddresses(settings.outbound_allow_private)
         )
+        # settlements run a few times a day: one connection, opened when used, outside
+        # the budget's shares (the coordinator may give it a weight of its own)
+        self.settlements = made(Settlements(env={**env, **pool_env(1)}))
+        self.settlement_ports = settlement_ports(settings, self.pool, self.distribution)
+        self.settlement_steps = SettlementSteps(
+            self.settlements,
+            self.distribution,
+            self.settlement_ports.ledger_side,
+            self.settlement_ports.statements,
+            self.settlement_ports.payments,
+            sandbox=settings.sandbox,
+        )
+        self.late_successes = LateSuccesses(self.settlements, self.recharges, self.distribution)
 
     def close(self) -> None:
         self.gateways.close()
@@ -103,6 +121,8 @@ class Runtime:
         self.distribution.close()
         self.recharges.close()
         self.cards.close()
+        self.settlement_ports.close()
+        self.settlements.close()
         self.health.close()
         self.pool.close()
 

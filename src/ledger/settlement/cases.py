@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -66,7 +67,7 @@ class Case(Aggregate):
         self.opened_at = opened_at
         self.detail = detail
         self.status = "open"
-        self.resolution: dict[str, object] | None = None
+        self.resolution: dict[str, Any] | None = None
 
     @classmethod
     def of_difference(
