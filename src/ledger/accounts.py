@@ -62,13 +62,6 @@ def operator_breakage(currency: str) -> str:
     return f"operator:breakage:{currency}"
 
 
-def operator_breakage(currency: str) -> str:
-    """The operator's income from sold codes that expired unredeemed: their wholesale cost,
-    which the platform never bills, leaves what the operator owes it (SPEC 3.4)."""
-    return f"operator:breakage:{currency}"
-
-
-
 def card_balance(card_id: UUID | str) -> str:
     """A main card's stored value: what the merchant owes its owner, held by the operator."""
     return f"card:{card_id}:balance"
