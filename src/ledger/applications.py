@@ -1,6 +1,6 @@
 """What every application of the ledger shares: the ledger's value objects in its events, a
-command runner, typed lookups that answer NotFound for an unknown id or another kind, and the
-three ways a command records: once by id, create, change."""
+command runner, typed lookups that answer NotFound for an unknown id or another kind, the
+three ways a command records: once by id, create, change, and group commit of its saves."""
 
 from __future__ import annotations
 
@@ -8,28 +8,75 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Notification, Recording
 
 from ledger.commands import CommandRunner
 from ledger.errors import DomainError, NotFound
+from ledger.group_commit import GroupCommitter
 from ledger.transcodings import register_ledger_transcodings
 
 T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
 
+GROUP_COMMIT = "LEDGER_GROUP_COMMIT"
+"""`off` saves every command alone (to compare); on by default."""
+OFF = ("off", "false", "0", "n", "no")
+
 
 class LedgerApplication(Application[UUID]):
-    """The base of every application of the ledger (an EventSourcedProjection too)."""
+    """The base of every application of the ledger (an EventSourcedProjection too).
+
+    Saves of concurrent commands (threads of one process) are committed together when they
+    arrive together (ledger.group_commit), unless LEDGER_GROUP_COMMIT is off or the class
+    sets `group_commit = False`."""
+
+    group_commit: bool = True
 
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
         self.commands = CommandRunner()
+        self.committer: GroupCommitter | None = None
+        if self.group_commit and self.env.get(GROUP_COMMIT, "on").lower() not in OFF:
+            self.committer = GroupCommitter(self.recorder.insert_events)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         register_ledger_transcodings(transcoder)
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """Application.save, through the group committer: the events of these aggregates are
+        stored together, in the batch of whatever other commands are saving now."""
+        if self.committer is None or kwargs:
+            return super().save(*objs, **kwargs)
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        processing_event.collect_events(*objs)
+        events = processing_event.events
+        if not events:
+            return super().save()
+        stored = [self.mapper.to_stored_event(event) for event in events]
+        ids = self.committer.commit(stored)
+        recordings = [
+            Recording(
+                event,
+                Notification(
+                    id=notification_id,
+                    originator_id=s.originator_id,
+                    originator_version=s.originator_version,
+                    topic=s.topic,
+                    state=s.state,
+                ),
+            )
+            for event, s, notification_id in zip(events, stored, ids or [], strict=False)
+        ]
+        if self.repository.cache and not self.repository.fastforward:
+            for aggregate_id, aggregate in processing_event.aggregates.items():
+                self.repository.cache.put(aggregate_id, aggregate)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)
+        return recordings
 
     def _get(self, aggregate_id: UUID, kind: type[Any] | tuple[type[Any], ...], what: str) -> Any:
         try:

@@ -31,11 +31,16 @@ class ConflictPersisted(RuntimeError):
 
 
 class CommandRunner:
-    def __init__(self) -> None:
-        self._stripes = [threading.Lock() for _ in range(STRIPES)]
+    """Runs each command under the striped locks of the aggregates it names, so two commands
+    of one process never decide on one aggregate at once (two aggregates may share a stripe:
+    their commands then wait for each other, saves included)."""
+
+    def __init__(self, stripes: int = STRIPES) -> None:
+        self._stripes = [threading.Lock() for _ in range(stripes)]
 
     def run(self, decide_and_save: Callable[[], T], *aggregate_ids: UUID) -> T:
-        stripes = sorted({hash(aggregate_id) % STRIPES for aggregate_id in aggregate_ids})
+        count = len(self._stripes)
+        stripes = sorted({hash(aggregate_id) % count for aggregate_id in aggregate_ids})
         for attempt in range(MAX_ATTEMPTS):
             with ExitStack() as held:
                 for stripe in stripes:
