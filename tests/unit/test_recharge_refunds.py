@@ -317,8 +317,8 @@ class RefundingPlatform(FakePlatform):
 
 
 class RefundDesk(Desk):
-    def __init__(self) -> None:
-        super().__init__(webhook="https://shop.example/hooks")
+    def __init__(self, **applications: Any) -> None:
+        super().__init__(webhook="https://shop.example/hooks", **applications)
         self.platform = RefundingPlatform()
         self.steps.gateways = self.platform
 

@@ -77,9 +77,15 @@ class Clock:
 class Desk:
     """A shop with codes, the saga starter following the distribution log, and the steps."""
 
-    def __init__(self, webhook: str | None = None) -> None:
-        self.distribution = Distribution(env={"CODE_HASH_KEY": "k"})
-        self.recharges = Recharges()
+    def __init__(
+        self,
+        webhook: str | None = None,
+        distribution: Distribution | None = None,
+        recharges: Recharges | None = None,
+    ) -> None:
+        """In memory, unless the applications are given (on PostgreSQL, for instance)."""
+        self.distribution = distribution or Distribution(env={"CODE_HASH_KEY": "k"})
+        self.recharges = recharges or Recharges()
         platform, self.product, self.shop = uuid4(), uuid4(), uuid4()
         self.distribution.register_platform(platform, "iQiyi", GATEWAY_URL)
         self.distribution.register_product(
