@@ -17,6 +17,7 @@ from rich.console import Console
 
 from adapters.settings import Settings
 from api.merchant_settlement_cli import merchant_settlements_cli
+from api.settlement_cli import settlements_cli
 
 cli = typer.Typer(help="The membership-card ledger.", no_args_is_help=True, add_completion=False)
 tokens_cli = typer.Typer(help="Bearer tokens for operator and finance.", no_args_is_help=True)
@@ -644,6 +645,7 @@ def create_token(role: Annotated[Role, typer.Option(help="operator or finance")]
 audit_cli = typer.Typer(help="The audit log: refusals and operators' token use.")
 cli.add_typer(audit_cli, name="audit")
 cli.add_typer(merchant_settlements_cli, name="merchant-settlements")
+cli.add_typer(settlements_cli, name="settlements")
 
 
 @audit_cli.command("export")
