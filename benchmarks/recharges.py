@@ -54,6 +54,7 @@ from typing import Any
 from scratch import create_database, drop_database, pgbench_args, server_facts
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+COUNTER_FOLDER = Path(__file__).resolve().with_name("statement_counter")
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 PLATFORM_SECRET = "bench-platform-secret"
 PARTNER_ID = "bench-partner"
@@ -484,6 +485,85 @@ def check_books(db_url: str, platform_url: str, acceptance: Acceptance) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# statements and transactions (issue 11): counted in `ledger serve` and `ledger worker` by
+# statement_counter/sitecustomize.py, which each writes to <folder>/<pid>.json
+
+
+def counted_env(env: dict[str, str], folder: str) -> dict[str, str]:
+    """`env` for a process whose statements are counted."""
+    path = os.pathsep.join(p for p in (str(COUNTER_FOLDER), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path, "LEDGER_BENCH_STATEMENT_COUNTS": folder}
+
+
+def statement_counts(folder: str) -> dict[str, Any]:
+    """Every counted process's counts added up: per side (request threads, background),
+    statements, transactions and the commonest statements."""
+    total: dict[str, Any] = {
+        side: {"statements": 0, "transactions": 0, "top": {}} for side in ("request", "background")
+    }
+    for path in Path(folder).glob("*.json"):
+        try:
+            counts = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for side, mine in counts.items():
+            total[side]["statements"] += mine.get("statements", 0)
+            total[side]["transactions"] += mine.get("transactions", 0)
+            for text, n in mine["top"]:
+                total[side]["top"][text] = total[side]["top"].get(text, 0) + n
+    return total
+
+
+def quiet_counts(folder: str, bound: float = 60) -> dict[str, Any]:
+    """The counts once the processes have (nearly) stopped sending statements: fewer than 5 in
+    a second (the sweeper's polls), or after `bound` seconds."""
+    deadline = time.monotonic() + bound
+    before = statement_counts(folder)
+    while True:
+        time.sleep(1)
+        now = statement_counts(folder)
+        sent = sum(now[s]["statements"] - before[s]["statements"] for s in now)
+        if sent < 5 or time.monotonic() > deadline:
+            return now
+        before = now
+
+
+@dataclass
+class Statements:
+    """Per acceptance: what the POST /v1/recharges requests sent; end to end: what every
+    counted process sent from the first acceptance until the last recharge's effects settled
+    (saga, dispatcher, worker, code redeemed, views), divided by the recharges accepted."""
+
+    per_acceptance: float
+    transactions_per_acceptance: float
+    end_to_end: float
+    transactions_end_to_end: float
+    top_requests: list[tuple[str, float]]
+    top_background: list[tuple[str, float]]
+
+
+def statements_between(start: dict[str, Any], end: dict[str, Any], accepted: int) -> Statements:
+    def per(side: str, what: str) -> float:
+        return (end[side][what] - start[side][what]) / max(accepted, 1)
+
+    def top(side: str) -> list[tuple[str, float]]:
+        grown = {
+            text: (n - start[side]["top"].get(text, 0)) / max(accepted, 1)
+            for text, n in end[side]["top"].items()
+        }
+        return sorted(((t, n) for t, n in grown.items() if n >= 0.05), key=lambda x: -x[1])
+
+    return Statements(
+        per("request", "statements"),
+        per("request", "transactions"),
+        per("request", "statements") + per("background", "statements"),
+        per("request", "transactions") + per("background", "transactions"),
+        top("request"),
+        top("background"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # main
 
 
@@ -498,6 +578,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pgbench", default=shutil.which("pgbench") or "/usr/bin/pgbench")
     parser.add_argument("--readme", default=None, help="append the table to this file")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for sagas")
+    parser.add_argument(
+        "--statements", action=argparse.BooleanOptionalAction, default=True,
+        help="count SQL statements and transactions per acceptance and end to end",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     broker = None if args.broker in ("", "none") else args.broker
     if args.recharges < 1 or args.clients < 1:
@@ -516,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     ledger_db, pgbench_db = f"bench_recharges_{suffix}", f"bench_pgbench_{suffix}"
     created: list[str] = []
     processes: list[Process] = []
+    counter_folder = tempfile.mkdtemp(prefix="bench-statements-")
+    statements: Statements | None = None
     started_at = datetime.now(UTC)
     where = "in-process worker (no broker)" if broker is None else broker.split("@")[-1]
     context = (
@@ -566,11 +652,12 @@ def main(argv: list[str] | None = None) -> int:
             platform = start("platform", ["sandbox-platform", "--port", str(platform_port)], env)
             processes.append(platform)
             wait_until(platform, lambda: httpx.get(f"{platform_url}/sandbox/faults").is_success)
-            serve = start("serve", ["serve", "--port", str(api_port)], env)
+            measured = counted_env(env, counter_folder) if args.statements else env
+            serve = start("serve", ["serve", "--port", str(api_port)], measured)
             processes.append(serve)
             wait_until(serve, lambda: httpx.get(f"{api_url}/health").is_success)
             if broker:
-                worker = start("worker", ["worker"], env)
+                worker = start("worker", ["worker"], measured)
                 processes.append(worker)
                 wait_until(worker, lambda: "worker on" in worker.output())
         with console.status(
@@ -578,6 +665,9 @@ def main(argv: list[str] | None = None) -> int:
         ):
             token = operator_token(env)
             prepared = set_up(api_url, token, platform_url, db_url, args.recharges, args.clients)
+        if args.statements:
+            with console.status("waiting for the set-up's effects to settle"):
+                before_counts = quiet_counts(counter_folder)
         console.print("set-up done; measuring")
 
         # 3. and 4.
@@ -585,11 +675,17 @@ def main(argv: list[str] | None = None) -> int:
             acceptance = accept_all(api_url, prepared, args.clients)
             completion = wait_for_completion(db_url, len(acceptance.accepted), args.timeout)
             books = check_books(db_url, platform_url, acceptance)
+        if args.statements:
+            with console.status("waiting for the recharges' effects to settle"):
+                statements = statements_between(
+                    before_counts, quiet_counts(counter_folder), len(acceptance.accepted)
+                )
     finally:
         for process in reversed(processes):
             process.stop()
         for name in created:
             drop_database(admin, name)
+        shutil.rmtree(counter_folder, ignore_errors=True)
         if broker:
             try:
                 clean_broker(broker)
@@ -628,6 +724,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{completed_rate / tps:.4f}",
     )
     console.print(table)
+    if statements is not None:
+        console.print(
+            f"SQL statements per acceptance: {statements.per_acceptance:.1f} "
+            f"({statements.transactions_per_acceptance:.1f} transactions); per recharge end to "
+            f"end: {statements.end_to_end:.1f} ({statements.transactions_end_to_end:.1f} "
+            "transactions), counted in ledger serve and ledger worker"
+        )
+        for side, top in (("acceptance", statements.top_requests),
+                          ("end to end, besides", statements.top_background)):  # fmt: skip
+            console.print(f"  per recharge, {side}:")
+            for text, n in top[:25]:
+                console.print(f"    {n:5.2f}  {text}", markup=False, highlight=False)
     notes = []
     if acceptance.refused:
         notes.append(f"refused: {acceptance.refused}")

@@ -10,9 +10,27 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from ledger.recharges.ports import Limit
+from ledger.recharges.ports import Check, Limit
+
+HIT = (
+    "WITH hit AS (INSERT INTO rate_counters AS r (scope, window_start, hits) "
+    "VALUES (%(scope)s, to_timestamp(%(start)s), 1) ON CONFLICT (scope, window_start) "
+    "DO UPDATE SET hits = r.hits + 1 RETURNING r.hits) "
+    "SELECT hit.hits, coalesce((SELECT hits FROM rate_counters WHERE scope = %(scope)s "
+    "AND window_start = to_timestamp(%(previous)s)), 0) FROM hit"
+)
+"""One hit counted and the window before read, in one statement."""
+COUNT = (
+    "SELECT coalesce(sum(hits) FILTER (WHERE window_start = to_timestamp(%(start)s)), 0), "
+    "coalesce(sum(hits) FILTER (WHERE window_start = to_timestamp(%(previous)s)), 0) "
+    "FROM rate_counters WHERE scope = %(scope)s "
+    "AND window_start IN (to_timestamp(%(start)s), to_timestamp(%(previous)s))"
+)
+CHECKS = "SELECT hits_now, hits_before FROM rate_limit_checks(%s, %s, %s, %s, %s, %s)"
+"""Every check of a request in one statement (migrations/0019_rate_limit_checks.sql)."""
 
 
 class RateLimiter:
@@ -26,13 +44,9 @@ class RateLimiter:
         now = time.time()
         start = window_start(now, limit)
         with self.pool.connection() as conn:
-            current = conn.execute(
-                "INSERT INTO rate_counters (scope, window_start, hits) "
-                "VALUES (%s, to_timestamp(%s), 1) ON CONFLICT (scope, window_start) "
-                "DO UPDATE SET hits = rate_counters.hits + 1 RETURNING hits",
-                (scope, start),
-            ).fetchone()[0]
-            previous = self._hits(conn, scope, start - limit.window_seconds)
+            current, previous = conn.execute(
+                HIT, {"scope": scope, "start": start, "previous": start - limit.window_seconds}
+            ).fetchone()
         if estimate(current, previous, now, start, limit) <= limit.hits:
             return None
         return wait(current, previous, now, start, limit)
@@ -42,11 +56,41 @@ class RateLimiter:
         now = time.time()
         start = window_start(now, limit)
         with self.pool.connection() as conn:
-            current = self._hits(conn, scope, start)
-            previous = self._hits(conn, scope, start - limit.window_seconds)
+            current, previous = conn.execute(
+                COUNT, {"scope": scope, "start": start, "previous": start - limit.window_seconds}
+            ).fetchone()
+        current, previous = int(current), int(previous)
         return estimate(current, previous, now, start, limit), wait(
             current, previous, now, start, limit
         )
+
+    def check_all(self, checks: Sequence[Check]) -> tuple[int, int] | None:
+        """Make the checks in turn in one statement, stopping at the first refused: (its
+        index, the seconds to wait), or None when every one passed."""
+        if not checks:
+            return None
+        now = time.time()
+        starts = [window_start(now, check.limit) for check in checks]
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                CHECKS,
+                (
+                    [check.scope for check in checks],
+                    [check.hit for check in checks],
+                    starts,
+                    [check.limit.window_seconds for check in checks],
+                    [check.limit.hits for check in checks],
+                    now,
+                ),
+            ).fetchall()
+        for index, (current, previous) in enumerate(rows):
+            check, start = checks[index], starts[index]
+            if refused(check, estimate(current, previous, now, start, check.limit)):
+                return index, wait(current, previous, now, start, check.limit)
+        if len(rows) < len(checks):  # the database stopped here: never the case, same sums
+            index = max(len(rows) - 1, 0)
+            return index, 1
+        return None
 
     def prune(self, older_than_seconds: int = 2 * 86_400) -> None:
         """Drop windows older than two days: a day-long window's estimate still reads the
@@ -57,13 +101,10 @@ class RateLimiter:
                 (older_than_seconds,),
             )
 
-    @staticmethod
-    def _hits(conn: Any, scope: str, start: int) -> int:
-        row = conn.execute(
-            "SELECT hits FROM rate_counters WHERE scope = %s AND window_start = to_timestamp(%s)",
-            (scope, start),
-        ).fetchone()
-        return int(row[0]) if row else 0
+
+def refused(check: Check, estimated: float) -> bool:
+    """A hit is refused past the limit; a count (the lock-out) once it reaches it."""
+    return estimated > check.limit.hits if check.hit else estimated >= check.limit.hits
 
 
 def window_start(now: float, limit: Limit) -> int:

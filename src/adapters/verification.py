@@ -108,27 +108,21 @@ class PostgresVerificationCodes:
             raise refusal
 
     def _try(self, channel_id: UUID, account: str, code: str, sender: str) -> DomainError | None:
+        """A right code is found by one statement of its own (its row locks wait for the wrong
+        tries in flight, so it sees what they counted); a wrong one is counted in a
+        transaction that reads the codes again under their locks."""
+        typed = self._hash(channel_id, account, code)
+        with self.pool.connection() as conn:
+            rows = conn.execute(LIVE_CODES, (sender, channel_id, account)).fetchall()
+        outcome = judge(rows, typed)
+        if outcome is not WRONG:
+            return outcome
         with self.pool.connection() as conn, conn.transaction():
-            rows = conn.execute(
-                "SELECT v.id, v.code_hash, v.attempts, coalesce(a.wrong, 0) "
-                "FROM verification_codes v LEFT JOIN verification_attempts a "
-                "ON a.code_id = v.id AND a.sender = %s "
-                "WHERE v.channel_id = %s AND v.account = %s AND v.used_at IS NULL "
-                "AND v.expires_at > now() ORDER BY v.sent_at DESC FOR UPDATE OF v",
-                (sender, channel_id, account),
-            ).fetchall()
-            if not rows:
-                return VerificationFailed("no valid verification code: ask for a new one")
-            triable = [
-                (code_id, bytes(stored), attempts, wrong)
-                for code_id, stored, attempts, wrong in rows
-                if attempts < TRIES_PER_CODE and wrong < TRIES_PER_SENDER
-            ]
-            if not triable:
-                return VerificationLocked("too many wrong tries: ask for a new code")
-            typed = self._hash(channel_id, account, code)
-            if any(hmac.compare_digest(stored, typed) for _, stored, _, _ in triable):
-                return None
+            rows = conn.execute(LIVE_CODES, (sender, channel_id, account)).fetchall()
+            outcome = judge(rows, typed)
+            if outcome is not WRONG:
+                return outcome
+            triable = [row for row in rows if is_triable(row)]
             for code_id, _, _, _ in triable:
                 conn.execute(
                     "UPDATE verification_codes SET attempts = attempts + 1 WHERE id = %s",
@@ -164,3 +158,33 @@ class PostgresVerificationCodes:
     def _hash(self, channel_id: UUID, account: str, code: str) -> bytes:
         message = f"{channel_id}\n{account}\n{code}".encode()
         return hmac.new(self.key, message, hashlib.sha256).digest()
+
+
+LIVE_CODES = (
+    "SELECT v.id, v.code_hash, v.attempts, coalesce(a.wrong, 0) "
+    "FROM verification_codes v LEFT JOIN verification_attempts a "
+    "ON a.code_id = v.id AND a.sender = %s "
+    "WHERE v.channel_id = %s AND v.account = %s AND v.used_at IS NULL "
+    "AND v.expires_at > now() ORDER BY v.sent_at DESC FOR UPDATE OF v"
+)
+"""The account's live codes, locked: the tries on one code are made one at a time."""
+WRONG = VerificationFailed("wrong")
+"""`judge`'s answer for a code that matches none of the codes `sender` may still try."""
+
+
+def is_triable(row: Any) -> bool:
+    _, _, attempts, wrong = row
+    return bool(attempts < TRIES_PER_CODE and wrong < TRIES_PER_SENDER)
+
+
+def judge(rows: list[Any], typed: bytes) -> DomainError | None:
+    """None if `typed` is one of the live codes the sender may still try; the refusal when
+    there is none to try; WRONG when there are some and it matches none of them."""
+    if not rows:
+        return VerificationFailed("no valid verification code: ask for a new one")
+    triable = [row for row in rows if is_triable(row)]
+    if not triable:
+        return VerificationLocked("too many wrong tries: ask for a new code")
+    if any(hmac.compare_digest(bytes(stored), typed) for _, stored, _, _ in triable):
+        return None
+    return WRONG

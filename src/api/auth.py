@@ -6,7 +6,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
 
@@ -26,11 +26,14 @@ Role = Literal["operator", "finance", "channel", "merchant", "member", "web"]
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller. `subject` is the channel, merchant or member acting, when there is one."""
+    """The caller. `subject` is the channel, merchant or member acting, when there is one;
+    `party` its aggregate as read to check a signed request's key (so that the request reads
+    it once)."""
 
     role: Role
     id: str
     subject: UUID | None = None
+    party: Any = field(default=None, compare=False, repr=False)
 
     @property
     def scope(self) -> str:
@@ -42,8 +45,9 @@ class Principal:
         return self.subject if self.role == "channel" else None
 
 
-KeyCheck = Callable[[UUID, str], bool]
-"""Whether the party with this id currently holds the key id (False when unknown)."""
+KeyCheck = Callable[[UUID, str], Any]
+"""The party with this id if it currently holds the key id (its aggregate, or True), else
+None or False (also when unknown)."""
 
 
 def key_id_for(prefix: str, party_id: UUID) -> str:
@@ -107,10 +111,10 @@ class Authenticator:
         prefix, party_id = party
         role, holds_key = self.key_kinds.get(prefix, ("channel", lambda _p, _k: False))
         try:
-            known = holds_key(party_id, key_id)
+            holder = holds_key(party_id, key_id)
         except NotFound:
-            known = False
-        if not known:
+            holder = None
+        if holder is None or holder is False:
             raise Problem("signature_invalid", "unknown key")
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         secret = key_secret(self.master_secret, key_id)
@@ -119,7 +123,8 @@ class Authenticator:
         if not hmac.compare_digest(expected, signature):
             raise Problem("signature_invalid", "the signature does not match the request")
         self._refuse_reuse(key_id, nonce)
-        return Principal(role=role, id=str(party_id), subject=party_id)
+        party_read = None if isinstance(holder, bool) else holder
+        return Principal(role=role, id=str(party_id), subject=party_id, party=party_read)
 
     def accept_nonce_once(self, key_id: str, nonce: str) -> None:
         """signature_invalid if `nonce` was already used with `key_id` within the window

@@ -4,6 +4,7 @@ verification codes) and the in-memory event store."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -23,7 +24,7 @@ from ledger.errors import (
 )
 from ledger.money import Money
 from ledger.recharges.placement import PlacementLimits, RechargePlacement, SendLimits, sender_of
-from ledger.recharges.ports import Limit
+from ledger.recharges.ports import Check, Limit
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 ADDRESS = "203.0.113.7"
@@ -42,6 +43,16 @@ class FakeCounters:
 
     def count(self, scope: str, limit: Limit) -> tuple[float, int]:
         return float(self.hits[scope]), 42
+
+    def check_all(self, checks: Sequence[Check]) -> tuple[int, int] | None:
+        """In turn, as the PostgreSQL counters do: the first refused stops the rest."""
+        for index, check in enumerate(checks):
+            if check.hit:
+                if self.hit(check.scope, check.limit) is not None:
+                    return index, 42
+            elif self.count(check.scope, check.limit)[0] >= check.limit.hits:
+                return index, 42
+        return None
 
 
 class FakeVerification:

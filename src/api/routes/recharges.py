@@ -35,6 +35,10 @@ def acting_channel(services: Services, principal: Principal, channel_ref: str | 
     if principal.role == "channel":
         assert principal.channel_id is not None
         channel_id = principal.channel_id
+        read = principal.party  # read to check the request's key, a moment ago: not again
+        if isinstance(read, Channel) and read.id == channel_id:
+            services.distribution.check_line_active(read)
+            return read
     elif principal.role == "web":
         if not channel_ref:
             raise Problem("validation_failed", "channel_id is needed", status=422)

@@ -36,7 +36,7 @@ def build_services(settings: Settings, database_url: str, runtime: Any) -> Servi
     authenticator.accept_keys(
         "ck_",
         "channel",
-        lambda channel_id, key_id: distribution.channel(channel_id).key_id == key_id,
+        lambda channel_id, key_id: channel_holding(distribution, channel_id, key_id),
     )
     authenticator.accept_keys(
         "mk_", "merchant", lambda merchant_id, key_id: cards.merchant(merchant_id).key_id == key_id
@@ -69,3 +69,9 @@ def build_services(settings: Settings, database_url: str, runtime: Any) -> Servi
         settlements=runtime.settlements,
         settlement_steps=runtime.settlement_steps,
     )
+
+
+def channel_holding(distribution: Distribution, channel_id: Any, key_id: str) -> Any:
+    """The channel, read once for the request (the principal carries it), if it holds the key."""
+    channel = distribution.channel(channel_id)
+    return channel if channel.key_id == key_id else None

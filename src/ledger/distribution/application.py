@@ -307,11 +307,15 @@ class Distribution(LedgerApplication):
         channel_id: UUID,
         now: datetime,
         user: str | None = None,
+        found: Code | None = None,
     ) -> Code:
-        """Atomically take a code for one recharge; a second taker gets `code_in_use`."""
+        """Atomically take a code for one recharge; a second taker gets `code_in_use`.
+        `found`, the code as the caller just read it, is decided on first (each aggregate read
+        once per command); a conflict decides again on the code read afresh."""
+        first = [found] if found is not None and found.id == code else []
 
         def decide() -> Code:
-            found = self._get(code, Code, "code")
+            found = first.pop() if first else self._get(code, Code, "code")
             if found.status == "reserved" and found.recharge_id == recharge_id:
                 return found
             found.reserve(recharge_id, account, channel_id, now, user)

@@ -24,7 +24,7 @@ from ledger.distribution.application import Distribution
 from ledger.distribution.channel import Channel
 from ledger.distribution.codes import Code
 from ledger.errors import CodeInvalid, CodeMalformed, LockedOut, RateLimited
-from ledger.recharges.ports import Limit, RateCounters, VerificationCodes
+from ledger.recharges.ports import Check, Limit, RateCounters, VerificationCodes
 
 WRONG_CODES = (CodeMalformed, CodeInvalid)
 """The answers that reveal a guess, and so count towards the lock-out. A code already redeemed
@@ -155,19 +155,13 @@ class RechargePlacement:
             # already be used; finish what the first try may not have
             self.verification.use(channel.id, account)
             return
-        if address is not None:
-            self._check_locked_out(address)
-        self._check_limit(f"recharge-account:{account}:{sender}", "account")
-        if address is not None:
-            self._check_limit(f"recharge-address:{address}", "address")
-        self._check_limit(f"recharge-channel:{channel.id}", "channel")
-        self._check_limit(f"recharge-account:{account}", "account from everywhere")
+        self._check_limits(channel, account, sender, address)
         self.verification.check(channel.id, account, verification_code, sender)
         try:
             if code is None:
                 raise wrong or CodeInvalid("this code is not valid here")
             self.distribution.reserve_code(
-                code.id, recharge_id, account, channel.id, self.clock(), user
+                code.id, recharge_id, account, channel.id, self.clock(), user, found=code
             )
         except WRONG_CODES:
             if address is not None:
@@ -182,6 +176,31 @@ class RechargePlacement:
             return self.distribution.find_code(typed_code), None
         except WRONG_CODES as wrong:
             return None, wrong
+
+    def _check_limits(
+        self, channel: Channel, account: str, sender: str, address: str | None
+    ) -> None:
+        """The lock-out, then the limits from the narrowest, in one call: a request a narrower
+        limit refuses counts towards none after it (the account's ceiling above all)."""
+        checks: list[tuple[Check, str]] = []
+        if address is not None:
+            checks.append((Check(f"wrong-codes:{address}", self.limits.lockout, hit=False), ""))
+        kinds = [(f"recharge-account:{account}:{sender}", "account")]
+        if address is not None:
+            kinds.append((f"recharge-address:{address}", "address"))
+        kinds += [
+            (f"recharge-channel:{channel.id}", "channel"),
+            (f"recharge-account:{account}", "account from everywhere"),
+        ]
+        checks += [(Check(scope, self.limits.per_minute(kind)), kind) for scope, kind in kinds]
+        refused = self.counters.check_all([check for check, _ in checks])
+        if refused is None:
+            return
+        index, wait = refused
+        check, kind = checks[index]
+        if not check.hit:
+            raise LockedOut(f"too many wrong codes from this address; try again in {wait} s", wait)
+        raise RateLimited(f"too many requests for this {kind}; try again in {wait} s", wait)
 
     def _check_limit(self, scope: str, kind: str) -> None:
         wait = self.counters.hit(scope, self.limits.per_minute(kind))
@@ -199,12 +218,4 @@ class RechargePlacement:
                 f"at most {limit.hits} verification codes are sent to an account {whence} in "
                 f"{limit.window_seconds // 60} minutes; try again in {wait} s",
                 wait,
-            )
-
-    def _check_locked_out(self, address: str) -> None:
-        lockout = self.limits.lockout
-        hits, wait = self.counters.count(f"wrong-codes:{address}", lockout)
-        if hits >= lockout.hits:
-            raise LockedOut(
-                f"too many wrong codes from this address; try again in {wait} s", wait
             )

@@ -3,6 +3,7 @@ and the saga's steps (the platforms, the step queue, webhooks)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -62,8 +63,22 @@ class Limit:
     window_seconds: int
 
 
+@dataclass(frozen=True)
+class Check:
+    """One limit a request is checked against: a hit counted in `scope`, refused past the
+    limit; or, with `hit` False, a count only, refused once it reaches the limit (a lock-out)."""
+
+    scope: str
+    limit: Limit
+    hit: bool = True
+
+
 class RateCounters(Protocol):
     """Sliding-window counters shared by every process."""
+
+    def check_all(self, checks: Sequence[Check]) -> tuple[int, int] | None:
+        """Make the checks in turn, stopping at the first refused (the checks after it count
+        nothing): (its index, the seconds to wait), or None when every one passed."""
 
     def hit(self, scope: str, limit: Limit) -> int | None:
         """Count one hit; the seconds to wait if that passes the limit, else None."""
