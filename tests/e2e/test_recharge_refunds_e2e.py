@@ -13,11 +13,17 @@ number.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import http.server
+import json
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -152,9 +158,13 @@ def until(channel: Caller, recharge_id: str, done: Any, seconds: float = SETTLE_
         time.sleep(0.2)
 
 
-def succeeded(setup: Setup, api: Api | None = None) -> tuple[Caller, str]:
+def succeeded(
+    setup: Setup, api: Api | None = None, receiver: Receiver | None = None
+) -> tuple[Caller, str]:
     api = api or setup.api
     channel, code = shop_with_a_code(setup, api)
+    if receiver is not None:
+        hooked(channel, receiver)
     recharge_id = place(api, channel, code, new_account())
     done = until(channel, recharge_id, lambda r: r["status"] != "pending")
     assert done["status"] == "succeeded", done
@@ -190,14 +200,89 @@ def refused(reply: httpx.Response, status: int, code: str) -> None:
     assert reply.json()["code"] == code
 
 
+@dataclass
+class Receiver:
+    """A channel's webhook endpoint: keeps each delivery with whether its signature holds."""
+
+    secret: bytes = b""
+    deliveries: list[tuple[bool, dict[str, Any]]] = field(default_factory=list)
+    port: int = 0
+
+    def events(self, recharge_id: str) -> list[dict[str, Any]]:
+        return [e for ok, e in self.deliveries if e["data"]["id"] == recharge_id]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    received = Receiver()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            h = self.headers
+            signed = "\n".join(
+                [
+                    "POST",
+                    self.path,
+                    h["X-Timestamp"],
+                    h["X-Nonce"],
+                    "",
+                    hashlib.sha256(body).hexdigest(),
+                ]
+            )
+            expected = hmac.new(received.secret, signed.encode(), hashlib.sha256).hexdigest()
+            good = hmac.compare_digest(expected, h["X-Signature"])
+            received.deliveries.append((good, json.loads(body)))
+            self.send_response(204 if good else 401)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    received.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def hooked(channel: Caller, receiver: Receiver) -> None:
+    url = f"http://127.0.0.1:{receiver.port}/hooks"
+    reply = channel.put(f"/v1/channels/{channel.id}/webhook", {"url": url})
+    assert reply.status_code == 200, reply.text
+    receiver.secret = reply.json()["secret"].encode()
+
+
+def delivered(receiver: Receiver, recharge_id: str, kind: str) -> dict[str, Any]:
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        for good, event in receiver.deliveries:
+            if event["data"]["id"] == recharge_id and event["type"] == kind:
+                assert good, "the webhook is signed with the channel's secret"
+                return event
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {kind} webhook for {recharge_id}: {receiver.deliveries}")
+        time.sleep(0.2)
+
+
+def balance(api: Api, account: str) -> dict[str, int]:
+    reply = api.finance.get(f"/v1/ledger/accounts/{account}/balance")
+    assert reply.status_code == 200, reply.text
+    return {b["asset"]: b["posted"] for b in reply.json()["balances"]}
+
+
 # the tests
 
 
 def test_an_accepted_refund_returns_the_unit_to_stock_on_hand_and_books_balance(
-    knobs: Setup,
+    knobs: Setup, receiver: Receiver
 ) -> None:
     setup = knobs
-    channel, recharge_id = succeeded(setup)
+    channel, recharge_id = succeeded(setup, receiver=receiver)
     key = uuid.uuid4().hex
     asked = refund(channel, recharge_id, key)
     assert asked.status_code == 202, asked.text
@@ -222,17 +307,26 @@ def test_an_accepted_refund_returns_the_unit_to_stock_on_hand_and_books_balance(
     names = saga_events(setup, recharge_id)
     assert names.count("RefundRequested") == 1 and names.count("RefundAccepted") == 1
     assert setup.api.trial_balance()["balanced"] is True
+    event = delivered(receiver, recharge_id, "recharge.refunded")
+    assert event["data"]["status"] == "refunded"
+    assert event["data"]["refund"]["refund_no"] == shown["refund_no"]
+    assert [e["type"] for e in receiver.events(recharge_id)].count("recharge.refunded") == 1
 
 
-def test_a_rejected_refund_leaves_the_recharge_succeeded_with_the_reason(knobs: Setup) -> None:
+def test_a_rejected_refund_leaves_the_recharge_succeeded_with_the_reason(
+    knobs: Setup, receiver: Receiver
+) -> None:
     setup = knobs
     setup.platform.faults(refund_rejection_rate=1.0, refund_callbacks=False)  # polled only
-    channel, recharge_id = succeeded(setup)
+    channel, recharge_id = succeeded(setup, receiver=receiver)
     assert refund(channel, recharge_id).status_code == 202
     done = until(channel, recharge_id, lambda r: (r["refund"] or {}).get("status") == "rejected")
     assert done["status"] == "succeeded"
     assert done["refund"]["rejection"].startswith("refund_rejected")
     assert stock(channel, setup.product_id) == (0, 0, 1)
+    event = delivered(receiver, recharge_id, "recharge.refund_rejected")
+    assert event["data"]["status"] == "succeeded"
+    assert event["data"]["refund"]["rejection"] == done["refund"]["rejection"]
     # a rejection is final for that refund; another may be asked, under a new number
     setup.platform.faults(refund_rejection_rate=0.0)
     second = refund(channel, recharge_id)
@@ -279,6 +373,41 @@ def test_a_reversal_callback_books_the_refund(knobs: Setup) -> None:
     names = saga_events(setup, recharge_id)
     assert names.count("ReversalReported") == 1 and names.count("RefundAccepted") == 1
     assert setup.api.trial_balance()["balanced"] is True
+
+
+def test_a_sold_code_expiring_unredeemed_is_breakage_income_not_owed_to_the_platform(
+    knobs: Setup,
+) -> None:
+    """SPEC 3.4: the platform never bills a sold code that expired unredeemed; its wholesale
+    cost leaves platform:<id>:payable for operator:breakage:<currency>."""
+    setup = knobs
+    api = setup.api
+    reply = api.operator.post(
+        "/v1/platforms", {"name": "Breakage", "gateway_url": setup.platform.url}
+    )
+    assert reply.status_code == 201, reply.text
+    platform_id = str(reply.json()["id"])
+    product_id = api.product(platform_id, wholesale=1700)
+    channel = api.top_channel("Breakage shop")
+    api.deposit(channel, 10_000)
+    api.buy(channel, product_id, 1)
+    payable = f"platform:{platform_id}:payable"
+    assert balance(api, payable) == {"CNY": 1700}
+    breakage_before = balance(api, "operator:breakage:CNY").get("CNY", 0)
+    expires_at = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    reply = channel.post(
+        "/v1/code-batches", {"product_id": product_id, "quantity": 1, "expires_at": expires_at}
+    )
+    assert reply.status_code == 201, reply.text
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while stock(channel, product_id) != (0, 0, 0):  # the sweeper expired it
+        assert time.monotonic() < deadline, stock(channel, product_id)
+        time.sleep(0.5)
+    assert balance(api, payable) == {"CNY": 0}  # nothing owed for it any more
+    assert balance(api, "operator:breakage:CNY")["CNY"] - breakage_before == 1700
+    unit = f"unit:{product_id}"
+    assert balance(api, f"channel:{channel.id}:breakage:{product_id}") == {unit: 1}
+    assert api.trial_balance()["balanced"] is True
 
 
 def test_a_process_killed_after_the_refund_was_sent_resumes_without_asking_again(
