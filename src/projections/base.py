@@ -3,8 +3,9 @@ that a rebuild can fill the next version beside the live one.
 
 A view's tables are `<table>_v<version>`; readers go through a SQL view named `<table>` that
 points at the live version, so switching versions is one transaction. A continuous run writes
-one event per transaction and puts an event that fails into the dead letters (and moves on);
-a rebuild writes many events per transaction and stops at the first error.
+the events it has read (one, or a run when behind) per transaction and puts an event that
+fails into the dead letters (and moves on); a rebuild writes many events per transaction and
+stops at the first error.
 """
 
 from __future__ import annotations
@@ -63,8 +64,11 @@ class View(PostgresTrackingRecorder):
                 "INSERT INTO dead_letters (view, version, application, notification_id, "
                 "topic, originator_id, error) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (
-                    self.view_name, self.version, tracking.application_name,
-                    tracking.notification_id, type(event).__qualname__,
+                    self.view_name,
+                    self.version,
+                    tracking.application_name,
+                    tracking.notification_id,
+                    type(event).__qualname__,
                     str(getattr(event, "originator_id", "")),
                     "".join(traceback.format_exception_only(type(error), error)).strip(),
                 ),
@@ -115,6 +119,21 @@ class ViewProjection(Projection[View]):
             if not self.view.is_live():
                 raise
             self.view.dead_letter(domain_event, tracking, error)
+
+    def process_run(self, run: Sequence[tuple[Any, Tracking]]) -> None:
+        """A run of events, rows and tracking in one transaction; if it fails (not for a lost
+        connection) nothing of it stays, and each event is applied on its own, so that only
+        the failing one goes to the dead letters."""
+        if len(run) == 1:
+            self.process_event(*run[0])
+            return
+        try:
+            self.view.record(run)
+        except TRANSIENT:
+            raise
+        except Exception:
+            for event, tracking in run:
+                self.process_event(event, tracking)
 
 
 def projection_for(view_class: type[View], version: int) -> type[ViewProjection]:

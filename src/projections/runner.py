@@ -4,6 +4,12 @@ Every process may start runners; only the one holding a feed's advisory lock run
 others wait as standby and take over when the holder's connection goes away. A watchdog
 restarts a runner whose position stalls behind the head of its log (a lost NOTIFY), and a
 view runner follows its view's live version, moving on when a rebuild switches versions.
+
+A runner that is behind applies the events already read in runs (at most `RUN_LIMIT`), each
+run in one transaction with one tracking record: a view's rows, or a process's new events,
+commit together with the position of the run's last event. A run that fails is applied again
+one event at a time, which finds the failing event and keeps each one's handling (a view's
+dead letters; a process stops at it).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import psycopg
+from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import (
     InfrastructureFactory,
     ListenNotifySubscription,
@@ -29,11 +36,14 @@ from eventsourcing.utils import Environment
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from projections.base import TRANSIENT
 from projections.positions import head, live_version, position
 
 log = logging.getLogger(__name__)
 
 STALL_SECONDS = 15.0
+RUN_LIMIT = 256
+"""Events a runner applies in one transaction at most (those already read, never waited for)."""
 
 
 class Feed(Protocol):
@@ -208,6 +218,12 @@ class ListenedSubscription(ListenNotifySubscription[Any]):
         super().stop()
         self._notifier.unwatch(self._channel, self._has_been_notified)
 
+    def has_read_ahead(self) -> bool:
+        """Whether the next notification is already read (next() returns without waiting)."""
+        return self._notifications_index < len(self._notifications) or (
+            not self._notifications_queue.empty()
+        )
+
 
 class EventStream:
     """An application's domain events after a position, with their tracking."""
@@ -233,6 +249,18 @@ class EventStream:
     def __next__(self) -> tuple[Any, Tracking]:
         notification = next(self.subscription)
         return self.mapper.to_domain_event(notification), Tracking(self.name, notification.id)
+
+    def next_run(self, limit: int) -> list[tuple[Any, Tracking]]:
+        """The next event (waiting for it), and those after it already read, up to `limit`;
+        empty once the stream has stopped."""
+        run: list[tuple[Any, Tracking]] = []
+        try:
+            run.append(next(self))
+            while len(run) < limit and self.subscription.has_read_ahead():
+                run.append(next(self))
+        except StopIteration:
+            pass
+        return run
 
 
 class Shared:
@@ -346,8 +374,8 @@ class SharedRunner:
 
     def _process(self) -> None:
         try:
-            for event, tracking in self.subscription:
-                self.projection.process_event(event, tracking)
+            while run := self.subscription.next_run(RUN_LIMIT):
+                apply_run(self.projection, run)
         except BaseException as error:  # noqa: BLE001 - reported by run_forever
             self.error = error
         finally:
@@ -357,6 +385,40 @@ class SharedRunner:
         """Wait up to `timeout`; raise what stopped the processing, if it stopped."""
         if self.finished.wait(timeout):
             raise self.error or RuntimeError("the subscription ended")
+
+
+def apply_run(projection: Any, run: list[tuple[Any, Tracking]]) -> None:
+    """Apply a run of events in one transaction: by the projection's `process_run` (views,
+    the dispatcher), as one processing event for an event-sourced process, one by one for
+    anything else."""
+    if hasattr(projection, "process_run"):
+        projection.process_run(run)
+    elif isinstance(projection, EventSourcedProjection) and len(run) > 1:
+        process_run(projection, run)
+    else:
+        for event, tracking in run:
+            projection.process_event(event, tracking)
+
+
+def process_run(process: EventSourcedProjection[Any], run: list[tuple[Any, Tracking]]) -> None:
+    """EventSourcedProjection.process_event for a run: the policy's new events for every event
+    of the run, recorded with the tracking of the last in one transaction. If that fails
+    (not for a lost connection), each event is processed on its own, as it would have been."""
+    try:
+        processing_event: ProcessingEvent[Any] = ProcessingEvent(tracking=run[-1][1])
+        for event, _ in run:
+            process.policy(event, processing_event)
+        recordings = process._record(processing_event)
+    except TRANSIENT:
+        raise
+    except Exception:
+        log.info("%s: a run of %d failed; one event at a time", process.name, len(run))
+        for event, tracking in run:
+            process.process_event(event, tracking)
+        return
+    process._take_snapshots(processing_event)
+    process.notify(processing_event.events)
+    process._notify(recordings)
 
 
 class VersionedFeed(Protocol):

@@ -1,12 +1,17 @@
 """The recharges log is the outbox: a dispatcher follows it with tracking and turns each
 scheduled step (a recharge's or a refund's) into a broker message and each final state or
 refund outcome into its settlement. A sweeper re-sends steps whose wake-up was lost, sends
-overdue sagas to review and expires codes."""
+overdue sagas to review and expires codes.
+
+Behind, the dispatcher handles a run of the events already read and records the tracking of
+the last once (Dispatcher.process_run)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -42,7 +47,29 @@ class Dispatcher(Projection[PostgresTrackingRecorder]):
     late_successes: LateSuccesses | None = None
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        e = domain_event
+        self.dispatch(domain_event)
+        self.view.insert_tracking(tracking)
+
+    def process_run(self, run: Sequence[tuple[Any, Tracking]]) -> None:
+        """Handle each event of a run, then track the last: one tracking write a run (at
+        least once still: an event is tracked only after it was handled). A run that fails
+        part-way tracks what was handled before the failure, then the failure goes on."""
+        handled: Tracking | None = None
+        try:
+            for event, tracking in run:
+                self.dispatch(event)
+                handled = tracking
+        except BaseException:
+            if handled is not None:
+                # what was handled need not be handled again after the restart
+                with contextlib.suppress(Exception):
+                    self.view.insert_tracking(handled)
+            raise
+        if handled is not None:
+            self.view.insert_tracking(handled)
+
+    def dispatch(self, e: Any) -> None:
+        """What one event of the recharges log asks of the outside world."""
         if isinstance(e, Recharge.StepScheduled):
             step = Step(e.number, e.kind, e.due_at)
             self.queue.enqueue_step(e.originator_id, step.id, step.due_at)
@@ -55,7 +82,6 @@ class Dispatcher(Projection[PostgresTrackingRecorder]):
             self.steps.settle_refund(e.originator_id, e.refund_id)
         elif isinstance(e, Recharge.DiscrepancyFound) and self.late_successes is not None:
             self.late_successes.open(e.originator_id, e.reason, e.timestamp)
-        self.view.insert_tracking(tracking)
 
 
 DISPATCHER_FEED = ViewFeed(Recharges, Dispatcher, PostgresTrackingRecorder)
