@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -122,6 +123,15 @@ class Settings(BaseSettings):
         default=False,
         description="Sandbox only, for crash tests: the process kills itself right after a "
         "platform answered a refund request, before the answer is recorded.",
+    )
+    ledger_sandbox_settlement_exit: Literal["", "collect", "statement", "reconcile", "pay"] = (
+        Field(
+            default="",
+            description="Sandbox only, for crash tests: the process kills itself inside that "
+            "step of a platform settlement, before the step is recorded: once our side is read "
+            "(collect), once the statement is fetched (statement), once the lines are matched "
+            "(reconcile), once the platform answered the payment (pay).",
+        )
     )
 
     ledger_outbound_allow_private: bool | None = Field(
