@@ -7,12 +7,16 @@
 -- both stop at the same check.
 -- depends: 0014_recharge_discrepancies
 
+DROP FUNCTION IF EXISTS rate_limit_checks(
+    text[], boolean[], bigint[], integer[], integer[], double precision
+);  -- the first cut took the limits as integer: a ceiling of 5 x 10^9 overflowed it
+
 CREATE OR REPLACE FUNCTION rate_limit_checks(
     scopes text[],
     hitting boolean[],
     window_starts bigint[],
     window_seconds integer[],
-    limits integer[],
+    limits bigint[],
     now_epoch double precision
 ) RETURNS TABLE (hits_now integer, hits_before integer)
 LANGUAGE plpgsql AS $checks$
