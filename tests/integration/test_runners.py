@@ -549,7 +549,7 @@ def test_ledger_projections_status_names_prints_one_view_name_a_line() -> None:
     assert done.stdout == "".join(f"{spec.name}\n" for spec in VIEWS)
     assert done.stdout.splitlines() == [
         "balances", "journal", "recharges", "codes", "directory", "merchant_statements",
-        "settled_orders",
+        "settlements", "settled_orders",
     ]
 
 
