@@ -151,6 +151,10 @@ DOMAIN_CODES: dict[tuple[str, str], tuple[str, ...]] = {
         "rate_limited",
     ),
     ("post", "/v1/recharges/{recharge_id}/resolution"): ("state_conflict",),
+    ("post", "/v1/recharges/{recharge_id}/refund-requests"): (
+        "refund_not_allowed",
+        "refund_already_requested",
+    ),
     ("post", "/v1/platform-callbacks/{platform_id}"): ("signature_invalid",),
     ("post", "/v1/merchants"): ("invalid_timezone",),
     ("post", "/v1/merchants/{merchant_id}/activities"): ("invalid_amount", "invalid_ratio"),
