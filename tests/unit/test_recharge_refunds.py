@@ -104,6 +104,31 @@ def test_a_pending_review_is_polled_at_a_steady_pace():
     assert again.step.due_at - NOW == timedelta(seconds=2)
 
 
+def test_a_long_review_is_polled_every_minute_after_its_first_minute():
+    step = first_refund_step(NOW)
+    waits = [
+        after_refund_answer(step, PENDING, now=NOW, unsure_in_a_row=0, pending_answers=n)
+        for n in (1, 30, 31, 500)
+    ]
+    assert [w.step.due_at - NOW for w in waits] == [  # type: ignore[union-attr]
+        timedelta(seconds=s) for s in (2, 2, 60, 60)
+    ]
+
+
+def test_the_saga_counts_pending_answers_since_the_refund_was_asked():
+    recharge = succeeded()
+    recharge.request_refund(uuid4(), "why", "op", NOW)
+    now = NOW
+    for _ in range(31):
+        step = recharge.refund_step
+        assert step is not None
+        now = step.due_at
+        recharge.record_refund_answer(step.id, step.kind, PENDING, now)
+    step = recharge.refund_step
+    assert step is not None and step.due_at - now == timedelta(seconds=60)
+    assert recharge.refund_pending_answers == 31
+
+
 def test_an_answer_we_cannot_trust_is_followed_by_a_status_query_with_growing_backoff():
     step = first_refund_step(NOW)
     waits = []

@@ -11,9 +11,9 @@ platform reviews it: `pending`, then `accepted` or `rejected`. The saga polls th
 * the first step sends the refund; a step that may already have reached the platform (its
   process died after sending) asks the refund's status instead of sending again, so the
   platform sees one request per refund number;
-* `pending` is polled at a steady pace; an answer we cannot trust is followed by a status
-  query with the recharge saga's backoff; `not_found` to a status query (the platform never
-  got the refund) sends it again, under the same number;
+* `pending` is polled every 2 s for a minute, then every minute; an answer we cannot trust
+  is followed by a status query with the recharge saga's backoff; `not_found` to a status
+  query (the platform never got the refund) sends it again, under the same number;
 * `accepted` ends the refund: the recharge is `refunded` and the consumed unit returns to the
   issuing channel's stock on hand (the code stays spent); `rejected` ends it with the
   platform's reason and the recharge stays `succeeded`.
@@ -38,6 +38,10 @@ RefundStepKind = Literal["refund", "refund_query"]
 RefundStatus = Literal["pending", "accepted", "rejected"]
 
 REVIEW_POLL_SECONDS = 2
+REVIEW_POLLS_AT_FIRST_PACE = 30
+"""A review's first minute is polled every 2 s; a longer one (real platforms take hours or
+days) every `SLOW_REVIEW_POLL_SECONDS`, and a refund callback still ends it at once."""
+SLOW_REVIEW_POLL_SECONDS = 60
 RESEND_AFTER_SECONDS = 1
 STEP_PREFIX = "refund-"
 
@@ -138,10 +142,16 @@ def step_to_run(step: RefundStep, sent: bool) -> RefundStepKind:
 
 
 def after_refund_answer(
-    step: RefundStep, answer: RefundAnswer, *, now: datetime, unsure_in_a_row: int
+    step: RefundStep,
+    answer: RefundAnswer,
+    *,
+    now: datetime,
+    unsure_in_a_row: int,
+    pending_answers: int = 1,
 ) -> RefundDecision:
-    """What the refund flow does once `step` (run as `asked`) has answered `answer`.
-    `unsure_in_a_row`: the answers we could not trust in a row, this one included."""
+    """What the refund flow does once `step` has answered `answer`. `unsure_in_a_row`: the
+    answers we could not trust in a row, this one included; `pending_answers`: the `pending`
+    answers since the refund was asked, this one included."""
     if answer.outcome == "accepted":
         return AcceptRefund("answer")
     if answer.outcome == "rejected":
@@ -150,11 +160,18 @@ def after_refund_answer(
         wait = timedelta(seconds=RESEND_AFTER_SECONDS)
         return ScheduleRefundStep(RefundStep(step.number + 1, "refund", now + wait))
     if answer.outcome == "pending":
-        wait = timedelta(seconds=REVIEW_POLL_SECONDS)
+        wait = review_poll_wait(pending_answers)
     else:
         index = min(max(unsure_in_a_row - 1, 0), len(BACKOFF_SECONDS) - 1)
         wait = timedelta(seconds=BACKOFF_SECONDS[index])
     return ScheduleRefundStep(RefundStep(step.number + 1, "refund_query", now + wait))
+
+
+def review_poll_wait(pending_answers: int) -> timedelta:
+    """The wait before asking again about a refund still in review."""
+    if pending_answers <= REVIEW_POLLS_AT_FIRST_PACE:
+        return timedelta(seconds=REVIEW_POLL_SECONDS)
+    return timedelta(seconds=SLOW_REVIEW_POLL_SECONDS)
 
 
 @dataclass(frozen=True)

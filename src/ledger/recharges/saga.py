@@ -100,6 +100,7 @@ class Recharge(Aggregate):
         self.refund_step: RefundStep | None = None
         self.refund_steps_sent: set[str] = set()
         self.refund_unsure_in_a_row = 0
+        self.refund_pending_answers = 0
 
     @classmethod
     def request(
@@ -243,8 +244,14 @@ class Recharge(Aggregate):
         if self.refund_status != "pending" or step is None or step.id != step_id:
             return False
         self._refund_step_completed(step_id, asked, answer.outcome, answer.reason)
-        unsure = self.refund_unsure_in_a_row
-        self._apply_refund(after_refund_answer(step, answer, now=now, unsure_in_a_row=unsure), now)
+        decision = after_refund_answer(
+            step,
+            answer,
+            now=now,
+            unsure_in_a_row=self.refund_unsure_in_a_row,
+            pending_answers=self.refund_pending_answers,
+        )
+        self._apply_refund(decision, now)
         return True
 
     def hear_refund_news(
@@ -306,6 +313,7 @@ class Recharge(Aggregate):
         }
         self.refunds[str(refund_id)] = self.refund
         self.refund_unsure_in_a_row = 0
+        self.refund_pending_answers = 0
 
     @event("RefundStepScheduled")
     def _refund_step_scheduled(self, number: int, kind: RefundStepKind, due_at: datetime) -> None:
@@ -321,6 +329,8 @@ class Recharge(Aggregate):
     ) -> None:
         unsure = outcome == "unknown"
         self.refund_unsure_in_a_row = self.refund_unsure_in_a_row + 1 if unsure else 0
+        if outcome == "pending":
+            self.refund_pending_answers += 1
 
     @event("RefundAccepted")
     def _refund_accepted(
