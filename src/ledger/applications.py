@@ -39,7 +39,8 @@ class LedgerApplication(Application[UUID]):
         self.commands = CommandRunner()
         self.committer: GroupCommitter | None = None
         if self.group_commit and self.env.get(GROUP_COMMIT, "on").lower() not in OFF:
-            self.committer = GroupCommitter(self.recorder.insert_events)
+            # looked up at each save: a recorder wrapped later (outage handling) is used
+            self.committer = GroupCommitter(lambda events: self.recorder.insert_events(events))
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
