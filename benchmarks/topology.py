@@ -11,13 +11,14 @@ server), stopped and deleted at the end, and a RabbitMQ vhost of the run's own, 
 1. pgbench's built-in TPC-B-like script (`-i -s C`, then `-c C -j C -T seconds`): the yardstick.
 2. The production topology from the checkout's deploy/Procfile and HAProxy template, parsed and
    rendered by its scripts/cluster: N `ledger serve` (LEDGER_RUN_PROJECTIONS=false) behind
-   HAProxy, one `ledger projections run` (views, saga starter, outbox dispatcher, sweeper), one
-   `ledger worker` on RabbitMQ, `ledger sandbox-platform` in its own process. Each kind of
-   process connects as a database role of its own (api, views, worker). Set-up over HTTP
-   through the balancer (benchmarks/recharges.py's).
+   HAProxy, and every other kind of the Procfile once (today `ledger projections run`: views,
+   saga starter, outbox dispatcher, sweeper; `ledger worker` on RabbitMQ), and `ledger
+   sandbox-platform` in its own process. Each kind connects as a database role named after it.
+   Set-up over HTTP through the balancer (benchmarks/recharges.py's).
 3. Recharge stages, C client threads each on an HTTP connection of its own, signed
    POST /v1/recharges (one code, one account each):
-   - alone: the projections and worker processes stopped (SIGSTOP): the acceptance by itself;
+   - alone: every process but the API's, the balancer and the platform stopped (SIGSTOP): the
+     acceptance by itself;
    - peak: everything running, back to back: accepted/s, and completed/s (every recharge of the
      stage Succeeded, from its first 202); "peak, end to end" is the same window until the last
      one succeeded;
@@ -88,7 +89,11 @@ from recharges import set_up as set_up_recharges
 from scratch import create_database, server_facts
 
 ROOT = Path(__file__).resolve().parent.parent
-ROLES = ("api", "views", "worker")  # a database role per kind of process
+KNOWN = {  # what the Procfile's kinds of process do, and when each is ready
+    "api": ("ledger serve: the acceptance", None),
+    "projections": ("views, saga starter, dispatcher, sweeper", "runners"),
+    "worker": ("ledger worker: the partner calls", "worker on"),
+}
 OBSERVER = "observer"  # the benchmark's own queries, kept out of the counts
 SAMPLE_SECONDS = 0.02
 IDLE_SECONDS = 3.0
@@ -146,8 +151,11 @@ class Server:
         self.run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "log"),
                  "-o", options, "-w", "-t", "60", "start")  # fmt: skip
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            for role in (*ROLES, OBSERVER):
-                conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
+            conn.execute(f"CREATE ROLE {OBSERVER} LOGIN SUPERUSER")
+
+    def add_role(self, name: str) -> None:
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE ROLE "{name}" LOGIN SUPERUSER')
 
     @property
     def log(self) -> Path:
@@ -226,6 +234,9 @@ class Topology:
 
     processes: dict[str, Process] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)
+    roles: list[str] = field(default_factory=list)  # the Procfile's kinds that use the database
+    background: list[str] = field(default_factory=list)  # every process but the API's
+    run_dir: Path | None = None  # haproxy.cfg
 
     def pids(self) -> dict[str, int]:
         return {name: p.popen.pid for name, p in self.processes.items()}
@@ -249,6 +260,8 @@ class Topology:
         self.resume()
         for process in reversed(list(self.processes.values())):
             process.stop()
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def start_argv(name: str, argv: list[str], env: dict[str, str]) -> Process:
@@ -265,8 +278,9 @@ def start_topology(
 
     cluster = load_cluster_script(source)
     lines = cluster.procfile(source / "deploy" / "Procfile")
-    topology = Topology()
-    run_dir = Path(tempfile.mkdtemp(prefix="bench-topology-run-"))
+    topology = Topology(roles=["api"])
+    server.add_role("api")
+    run_dir = topology.run_dir = Path(tempfile.mkdtemp(prefix="bench-topology-run-"))
     platform_port = int(env["LEDGER_SANDBOX_PLATFORM_PORT"])
     platform = start("platform", ["sandbox-platform", "--port", str(platform_port)], env)
     topology.processes["platform"] = platform
@@ -290,10 +304,23 @@ def start_topology(
         wait_until(
             api, lambda p=api_port: httpx.get(f"http://127.0.0.1:{p}/health/ready").is_success
         )
-    projections = launch("projections", lines["projections"], "views", {})
-    wait_until(projections, lambda: "runners" in projections.output())
-    worker = launch("worker", lines["worker"], "worker", {})
-    wait_until(worker, lambda: "worker on" in worker.output())
+    # every other kind of the Procfile (projections, worker, any added later) once, each
+    # connecting as a role named after it
+    for kind, line in lines.items():
+        if kind in ("api", "balancer"):
+            continue
+        server.add_role(kind)
+        topology.roles.append(kind)
+        topology.background.append(kind)
+        process = launch(kind, line, kind, {})
+        marker = KNOWN.get(kind, (kind, None))[1]
+        begun = time.monotonic()
+        wait_until(
+            process,
+            lambda p=process, m=marker, t=begun: (
+                (m in p.output()) if m else time.monotonic() > t + 3
+            ),
+        )
     config = run_dir / "haproxy.cfg"
     config.write_text(cluster.render_haproxy(port, api_ports, 1000))
     balancer = launch("balancer", lines["balancer"], None, {"HAPROXY_CFG": str(config)})
@@ -765,24 +792,24 @@ def stages_table(title: str, stages: list[Stage]) -> Any:
     return table
 
 
-def statements_table(title: str, counted: Statements, idle: Statements, n: int) -> Any:
+def statements_table(
+    title: str, roles: list[str], counted: Statements, idle: Statements, n: int
+) -> Any:
     from rich.table import Table
 
     table = Table(title=title)
     for column in ("role (processes)", "statements", "per recharge", "idle per second",
                    "per recharge, idle rate subtracted", "COMMITs per recharge"):  # fmt: skip
         table.add_column(column, justify="left" if column.startswith("role") else "right")
-    kinds = {"api": "api (ledger serve: the acceptance)",
-             "views": "views (projections run: views, saga starter, dispatcher, sweeper)",
-             "worker": "worker (ledger worker: the partner calls)"}  # fmt: skip
     total = 0.0
-    for role in ROLES:
+    for role in roles:
         made, rate = counted.of(role), idle.of(role) / idle.seconds
         net = made - rate * counted.seconds
         total += net
         commits = sum(c for (r, q), c in counted.calls.items() if r == role and q == "COMMIT")
-        table.add_row(kinds[role], f"{made:,}", f"{made / n:.1f}", f"{rate:.1f}",
-                      f"{net / n:.1f}", f"{commits / n:.1f}")  # fmt: skip
+        name = f"{role} ({KNOWN.get(role, (role, None))[0]})"
+        table.add_row(name, f"{made:,}", f"{made / n:.1f}", f"{rate:.1f}", f"{net / n:.1f}",
+                      f"{commits / n:.1f}")  # fmt: skip
     made = sum(counted.calls.values())
     table.add_row("all, end to end", f"{made:,}", f"{made / n:.1f}", "", f"{total / n:.1f}", "")
     return table
@@ -930,7 +957,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # 3a. acceptance alone
         with console.status("acceptance alone (projections and worker stopped)"):
-            topology.pause("projections", "worker")
+            topology.pause(*topology.background)
             with Watch(server, db, pids) as watch:
                 acceptance = accept(api_url, prepared.channel, alone_work, args.clients)
             topology.resume()
@@ -1049,6 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Statements per recharge (log_statement=all, {counted.accepted} recharges, "
             f"{args.clients} clients, {statements.seconds:.1f} s until every one succeeded and "
             "its code was redeemed)",
+            topology.roles,
             statements,
             idle,
             counted.accepted,
@@ -1069,7 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
         + "trial balance zero)"
     )  # fmt: skip
     console.print(books)
-    for role in ROLES if args.statements else ():
+    for role in topology.roles if args.statements else ():
         console.print(f"[bold]{role}[/]: statements per recharge, the {args.statements} most")
         for calls, query in statements.top(role, args.statements):
             console.print(f"  {calls / max(counted.accepted, 1):6.2f}  {query}", soft_wrap=True)
