@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import re
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +61,13 @@ class CommitStats:
     """Batches that met an IntegrityError."""
     saved_alone: int = 0
     """Commands saved one by one after a conflict the database did not name."""
-    per_batch: list[int] = field(default_factory=list, repr=False)
+    sizes: Counter[int] = field(default_factory=Counter, repr=False)
+    """Batches by their number of commands (at most `max_commands` keys)."""
+
+    @property
+    def mean(self) -> float:
+        """Commands per batch."""
+        return self.commands / self.batches if self.batches else 0.0
 
 
 class GroupCommitter:
@@ -138,7 +144,7 @@ class GroupCommitter:
         self.stats.batches += 1
         self.stats.commands += len(batch)
         self.stats.largest = max(self.stats.largest, len(batch))
-        self.stats.per_batch.append(len(batch))
+        self.stats.sizes[len(batch)] += 1
         while batch:
             try:
                 self._insert_together(batch)
