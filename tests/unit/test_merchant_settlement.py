@@ -4,11 +4,15 @@ is paid out of its payable once per settlement, and carries refunds of days alre
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from ledger import accounts
 from ledger.cards.application import Cards
@@ -22,7 +26,7 @@ from ledger.cards.merchant_settlement import (
 )
 from ledger.cards.ports import PayoutResult
 from ledger.cards.settlements import MerchantSettlements
-from ledger.errors import NotFound, PeriodNotClosed
+from ledger.errors import InsufficientBalance, NotFound, PeriodNotClosed, Unavailable
 from ledger.money import Money
 from tests.unit.test_card_scenarios import Shop
 
@@ -155,8 +159,12 @@ def test_a_day_not_over_in_the_merchants_zone_is_refused_and_records_nothing(til
         till.settle("2024-3-10")
     with pytest.raises(InvalidPeriod):
         till.settle("2024-02-30")
+    with pytest.raises(PeriodNotClosed):
+        till.settle("9999-12-31")
     with pytest.raises(NotFound):
         till.settlements.open(uuid4(), "2024-03-01")
+    with pytest.raises(Unavailable):
+        MerchantSettlements(Cards(env={}), till.lines).open(till.shop.merchant, "2024-03-01")
 
     assert till.shop.app.recorder.max_notification_id() == recorded
     assert till.payouts.asked == []
@@ -342,3 +350,131 @@ def test_every_settlement_movement_is_balanced_and_the_trial_balance_stays_zero(
     assert totals == {"CNY": 0}
     assert till.payable() == 0
     assert till.payouts.paid_out == 8_000 + 24_000 - 8_000
+
+
+def test_each_currency_is_paid_by_a_payout_of_its_own(till: Till) -> None:
+    shop = till.shop
+    dollars = uuid4()
+    shop.app.publish_activity(dollars, shop.merchant, Money(10_000, "USD"), None, 9000)
+    usd_card = shop.app.buy_card(uuid4(), shop.owner, dollars).id
+    till.consume(10_000)
+    shop.app.consume(uuid4(), shop.merchant, usd_card, Money(1_000, "USD"))
+    till.lines.follow()
+    till.at("2024-03-10T17:00:00")
+
+    settlement = till.settle(DAY)
+
+    assert {c: t.amount for c, t in settlement.totals.items()} == {"CNY": 8_000, "USD": 900}
+    assert sorted(till.payouts.asked) == sorted(
+        [payout_id(settlement.id, "CNY"), payout_id(settlement.id, "USD")]
+    )
+    assert settlement.status == "paid"
+    assert till.balance(accounts.external_payouts("USD")) == 900
+
+
+# ---------------------------------------------------------------------------------------------
+# A state machine over days: consumptions, refunds, settlements of closed days in any order,
+# payout answers lost. After every step: no line is in two settlements, no payout is negative
+# or made twice, and the merchant's payable is exactly what is not paid yet.
+
+
+class SettlementMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.till = Till()
+        self.consumptions: list[UUID] = []
+        self.refunded: set[UUID] = set()
+        self.opened: set[UUID] = set()
+
+    @initialize(price=st.integers(min_value=1, max_value=50_000))
+    def the_first_consumption(self, price: int) -> None:
+        self.consume(price)
+
+    @rule(price=st.integers(min_value=1, max_value=50_000))
+    def consume(self, price: int) -> None:
+        try:
+            self.consumptions.append(self.till.consume(price))
+        except InsufficientBalance:
+            return
+
+    @rule(data=st.data())
+    def refund(self, data: st.DataObject) -> None:
+        open_ones = [c for c in self.consumptions if c not in self.refunded]
+        if not open_ones:
+            return
+        chosen = data.draw(st.sampled_from(open_ones))
+        self.till.refund(chosen)
+        self.refunded.add(chosen)
+
+    @rule(hours=st.sampled_from([6, 12]))
+    def time_passes(self, hours: int) -> None:
+        self.till.shop.clock.advance(hours=hours)
+
+    @rule(lose=st.booleans())
+    def a_day_passes_and_is_settled(self, lose: bool) -> None:
+        self.till.shop.clock.advance(hours=24)
+        self.settle(back=0, lose=lose)
+
+    @rule(back=st.integers(min_value=1, max_value=3), lose=st.booleans())
+    def an_earlier_day_is_settled(self, back: int, lose: bool) -> None:
+        self.settle(back, lose)
+
+    def settle(self, back: int, lose: bool) -> None:
+        now = self.till.shop.clock()
+        day = now.astimezone(ZoneInfo("Asia/Shanghai")).date() - timedelta(days=1 + back)
+        self.till.payouts.answers_to_lose = 1 if lose else 0
+        self.opened.add(self.till.settle(day.isoformat()).id)
+
+    @rule()
+    def sweep(self) -> None:
+        self.till.payouts.answers_to_lose = 0
+        for settlement in self.settlements():
+            self.till.settlements.advance(settlement.id)
+
+    def settlements(self) -> list[MerchantSettlement]:
+        return [self.till.settlements.settlement(opened) for opened in self.opened]
+
+    @invariant()
+    def each_line_is_settled_once_and_the_payable_is_what_is_not_paid(self) -> None:
+        self.till.lines.follow()
+        settlements = self.settlements()
+        taken = [line.id for s in settlements for line in s.lines]
+        assert len(taken) == len(set(taken)), "a line was settled twice"
+        payouts = self.till.payouts
+        owed_payouts = {
+            payout_id(s.id, c): p["amount"] for s in settlements for c, p in s.payouts.items()
+        }
+        for made, (_, amount) in payouts.answers.items():
+            assert owed_payouts[made] == amount.amount > 0, "a payout of a settlement, positive"
+        paid = sum(
+            p["amount"] for s in settlements for p in s.payouts.values() if p["status"] == "paid"
+        )
+        made_unrecorded = sum(
+            amount.amount
+            for s in settlements
+            for made, amount in s.unpaid()
+            if made in payouts.answers
+        )
+        assert payouts.paid_out == paid + made_unrecorded, "made once, recorded or to be"
+        merchant = self.till.shop.merchant
+        all_lines = self.till.lines.lines.values()
+        owed = sum(line.amount.amount for line, _ in all_lines if line.merchant_id == merchant)
+        assert self.till.payable() == owed - paid
+        unsettled = sum(
+            line.amount.amount
+            for line, settled in all_lines
+            if settled is None and line.merchant_id == merchant
+        )
+        in_flight = sum(amount.amount for s in settlements for _, amount in s.unpaid())
+        book = self.till.settlements.book(merchant)
+        assert self.till.payable() == unsettled + in_flight + sum(book.carry.values())
+        assert all(v < 0 for v in book.carry.values())
+
+
+SettlementMachine.TestCase.settings = settings(
+    max_examples=100,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestSettlementMachine = SettlementMachine.TestCase

@@ -73,7 +73,10 @@ def period_end(period: date, zone: ZoneInfo) -> datetime:
 def cutoff_of(period: date, zone: ZoneInfo, now: datetime, close_now: bool = False) -> datetime:
     """Where a settlement of the period stops taking lines. A day not over yet is refused,
     unless `close_now` (sandbox mode) settles today as if it had ended now."""
-    end = period_end(period, zone)
+    try:
+        end = period_end(period, zone)
+    except OverflowError:  # the last day of the calendar never ends
+        raise PeriodNotClosed(f"{period.isoformat()} has not ended yet") from None
     if end <= now:
         return end
     if close_now and now.astimezone(zone).date() == period:

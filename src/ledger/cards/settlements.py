@@ -51,6 +51,7 @@ class MerchantSettlements:
     def open(self, merchant_id: UUID, period: str, close_now: bool = False) -> MerchantSettlement:
         """The settlement of (merchant, period), opened once and taken as far as it goes now;
         asking again answers the same settlement (and moves it on if it was left behind)."""
+        needed(self.cards.payouts, NO_PAYOUTS)  # refused before anything is recorded
         merchant = self.cards.merchant(merchant_id)
         day = parse_period(period)
         wanted = settlement_id(merchant.id, day)
