@@ -7,12 +7,13 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
-from adapters.database import event_store_env
+from adapters.database import event_store_env, open_pool
 from ledger.distribution.application import Distribution
 from ledger.errors import DomainError
 from ledger.postings import Postings
@@ -142,3 +143,49 @@ def test_an_accepted_refund_settled_by_two_processes_at_once_returns_one_unit(
     finally:
         distribution.close()
         recharges.close()
+
+
+def test_refunds_and_breakage_verify_and_balance_in_the_views(desks, database_url: str) -> None:
+    """After an accepted refund (the unit back on hand) and a sold code's expiry (its cost
+    from the platform's payable to the operator's breakage income), the runners' views agree
+    with a full replay (`ledger verify`) and the trial balance is zero."""
+    from projections.balances import BalancesReader
+    from projections.verify import verify
+    from tests.integration.test_rebuild import app_env, project
+
+    desk = desks()
+    recharge_id = desk.succeeded()
+    refund_id = uuid4()
+    desk.recharges.request_refund(recharge_id, refund_id, "why", "op", desk.clock())
+    desk.platform.refund_answer = desk.platform.status_answer
+    desk.steps.run_step(recharge_id, "refund-1-refund")
+    desk.steps.settle_refund(recharge_id, refund_id)
+    product = desk.distribution.product(desk.product)
+    expires = desk.clock() + timedelta(days=1)
+    _, (typed,) = desk.distribution.issue_codes(
+        uuid4(), desk.shop, desk.product, 1, expires_at=expires
+    )
+    desk.distribution.expire_code(desk.distribution.find_code(typed).id, expires)
+
+    project(database_url)
+    report = verify(database_url, app_env(database_url))
+    assert report.ok, str(report.divergence)
+    assert report.rows_compared.get("recharges", 0) >= 1
+    pool = open_pool(database_url, 2, name="test")
+    try:
+        balances = BalancesReader(pool)
+        assert balances.of_account("operator:breakage:CNY") == {"CNY": (2000, 0)}
+        payable = balances.of_account(f"platform:{product.platform_id}:payable")
+        assert payable == {"CNY": (2 * 2000 - 2000, 0)}  # two units bought, one expired sold
+        unit = f"unit:{desk.product}"
+        # the refunded unit came back on hand (and went into the expiring code's batch)
+        consumed = balances.of_account(f"channel:{desk.shop}:consumed:{desk.product}")
+        assert consumed == {unit: (0, 0)}
+        breakage = balances.of_account(f"channel:{desk.shop}:breakage:{desk.product}")
+        assert breakage == {unit: (1, 0)}
+        totals: dict[str, int] = defaultdict(int)
+        for (_, asset), (posted, _) in balances.of_accounts_under("").items():
+            totals[asset] += posted
+        assert totals and all(total == 0 for total in totals.values()), totals
+    finally:
+        pool.close()
