@@ -9,6 +9,8 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger import accounts
 from ledger.errors import NotFound
@@ -523,3 +525,61 @@ def test_a_code_not_redeemed_by_the_recharge_returns_no_unit():
     with pytest.raises(Exception, match="not redeemed by recharge"):
         desk.distribution.return_refunded_unit(code.id, uuid4(), "RF1")
     assert not desk.code_of(recharge_id).unit_returned
+
+
+# --- any interleaving of requests, answers and callbacks ----------------------------------
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("request"), st.integers(0, 2)),
+            st.tuples(
+                st.just("answer"),
+                st.sampled_from(["pending", "accepted", "rejected", "unknown", "not_found"]),
+            ),
+            st.tuples(
+                st.just("callback"), st.sampled_from(["accepted", "rejected", "reversed", "stale"])
+            ),
+        ),
+        max_size=25,
+    )
+)
+@settings(max_examples=300)
+def test_any_interleaving_refunds_at_most_once_and_decides_each_refund_once(actions):
+    """Requests (three idempotency keys), the current step's answers and callbacks (about the
+    current refund, a reversal, or a stale number) in any order: at most one RefundAccepted
+    in the whole life, each refund decided at most once, `refunded` exactly when one was
+    accepted, and a refund is asked only of a succeeded recharge with no live refund."""
+    from ledger.errors import DomainError
+
+    recharge = succeeded()
+    keys = [uuid4() for _ in range(3)]
+    now = NOW
+    decided: dict[str, str] = {}
+    for kind, what in actions:
+        now += timedelta(seconds=1)
+        before = recharge.status, recharge.refund_status
+        if kind == "request":
+            try:
+                recharge.request_refund(keys[what], "why", "op", now)
+            except DomainError:
+                assert before[0] == "refunded" or before[1] == "pending"
+        elif kind == "answer":
+            step = recharge.refund_step
+            if step is not None:
+                recharge.record_refund_answer(step.id, step.kind, RefundAnswer(what), now)
+        else:
+            number = (recharge.refund or {}).get("refund_no") if what != "stale" else "RF-old"
+            status = "accepted" if what == "stale" else what
+            recharge.hear(Callback(status, refund_no=number), now)  # type: ignore[arg-type]
+        for refund_id, refund in recharge.refunds.items():
+            if refund["status"] != "pending":
+                assert decided.setdefault(refund_id, refund["status"]) == refund["status"]
+    names = [type(e).__name__ for e in recharge.collect_events()]
+    accepted = [r for r in recharge.refunds.values() if r["status"] == "accepted"]
+    assert names.count("RefundAccepted") == len(accepted) <= 1
+    assert (recharge.status == "refunded") == bool(accepted)
+    assert names.count("RefundRejected") == sum(
+        1 for r in recharge.refunds.values() if r["status"] == "rejected"
+    )
