@@ -179,6 +179,24 @@ class Server:
                  check=False)  # fmt: skip
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def lsn(self) -> str:
+        with psycopg.connect(self.url(user=OBSERVER), autocommit=True) as conn:
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+        return str(row[0]) if row else "0/0"
+
+    def commits(self, start: str, end: str) -> int | None:
+        """Commit records written to the WAL between two positions: the transactions that
+        wrote something and waited for their flush (read-only ones write none)."""
+        done = subprocess.run(
+            [str(self.bin / "pg_waldump"), "-p", str(self.data / "pg_wal"), "-s", start, "-e", end,
+             "--stats=record"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        found = re.search(r"^Transaction/COMMIT\s+(\d+)", done.stdout, re.M)
+        if found:
+            return int(found[1])
+        return 0 if done.returncode == 0 else None
+
     def postmaster(self) -> int:
         return int((self.data / "postmaster.pid").read_text().splitlines()[0])
 
@@ -481,6 +499,7 @@ class Stage:
     saves: dict[str, int] = field(default_factory=dict)  # per event table: its transactions
     cpu: dict[str, float] = field(default_factory=dict)
     wall: float = math.nan  # seconds watched (locks sampled, CPU counted)
+    commits: int | None = None  # WAL commit records: transactions that wrote and flushed
     completed: int = 0
     completed_seconds: float = math.nan
     rate: float | None = None  # open loop: the requests' rate
@@ -608,6 +627,7 @@ class Watch:
         with psycopg.connect(self.url, autocommit=True) as conn:
             self.heads = heads(conn)
         self.cpu = CpuSnapshot.take(self.pids, self.server.postmaster())
+        self.lsn = self.server.lsn()
         self.began = time.monotonic()
         self.sampler.start()
         return self
@@ -618,10 +638,11 @@ class Watch:
         self.cpu_spent = CpuSnapshot.take(self.pids, self.server.postmaster()).since(self.cpu)
         with psycopg.connect(self.url, autocommit=True) as conn:
             self.saves = saves_between(conn, self.heads)
+        self.commits = self.server.commits(self.lsn, self.server.lsn())
 
     def into(self, stage: Stage) -> Stage:
-        stage.locks, stage.saves, stage.cpu, stage.wall = (
-            self.locks, self.saves, self.cpu_spent, self.wall,
+        stage.locks, stage.saves, stage.cpu, stage.wall, stage.commits = (
+            self.locks, self.saves, self.cpu_spent, self.wall, self.commits,
         )  # fmt: skip
         return stage
 
@@ -768,8 +789,9 @@ def stages_table(title: str, stages: list[Stage]) -> Any:
 
     table = Table(title=title)
     columns = ["stage", "recharges", "accepted/s", "completed/s", "p50 ms", "p99 ms",
-               "dist. saves", "dist. lock held", "dist. lock ms/save", "dist. lock waiters",
-               "rch. saves", "rch. lock held", "rch. lock ms/save"]  # fmt: skip
+               "WAL commits /rch", "dist. saves", "dist. lock held", "dist. lock ms/save",
+               "dist. lock waiters", "rch. saves", "rch. lock held",
+               "rch. lock ms/save"]  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column == "stage" else "right")
     for stage in stages:
@@ -781,6 +803,7 @@ def stages_table(title: str, stages: list[Stage]) -> Any:
             f"{stage.completed_per_second:,.1f}" if stage.completed else "",
             ms(a.percentile_ms(50)) if stage.accepted else "",
             ms(a.percentile_ms(99)) if stage.accepted else "",
+            "" if stage.commits is None else per(stage.commits, stage.accepted or stage.completed),
             f"{stage.saves.get('distribution_events', 0):,}",
             f"{locks.share('distribution_events'):.0%}" if locks else "",
             lock_ms(stage, "distribution_events"),
