@@ -338,6 +338,42 @@ def test_a_rejected_refund_leaves_the_recharge_succeeded_with_the_reason(
     wait_for_stock(channel, setup.product_id, (1, 0, 0))
 
 
+def test_refund_callbacks_duplicated_and_out_of_order_decide_the_refund_once(
+    knobs: Setup,
+) -> None:
+    setup = knobs
+    setup.platform.faults(
+        refund_review_ms=200,
+        callback_duplicates=2,
+        callback_out_of_order=True,
+        callback_delay_ms=100,
+    )
+    channel, recharge_id = succeeded(setup)
+    assert refund(channel, recharge_id).status_code == 202
+    until(channel, recharge_id, lambda r: r["status"] == "refunded")
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:  # 3 accepted callbacks and a stale processing, all answered 200
+        reply = httpx.get(f"{setup.platform.url}/sandbox/callbacks", timeout=5)
+        posts = [
+            c
+            for c in reply.json()["callbacks"]
+            if c["order_no"] == recharge_id
+            and c["answer"] == 200
+            and c["status"] in ("accepted", "processing")
+        ]
+        if len(posts) >= 4:
+            break
+        assert time.monotonic() < deadline, posts
+        time.sleep(0.2)
+    names = saga_events(setup, recharge_id)
+    assert names.count("RefundAccepted") == 1
+    assert names.count("RefundNewsReceived") <= 1  # none if a poll decided it first
+    assert "RefundNewsIgnored" not in names and "RefundRejected" not in names
+    wait_for_stock(channel, setup.product_id, (1, 0, 0))
+    [at_platform] = refunds_at_platform(setup, recharge_id)
+    assert at_platform["requests"] == 1
+
+
 def test_refusals_are_problems_and_record_nothing(knobs: Setup) -> None:
     setup = knobs
     account = new_account()
