@@ -136,7 +136,7 @@ def statement_line(event: Any) -> StatementLine | None:
         return None
     payable = accounts.merchant_payable(event.merchant_id)
     legs = [leg for leg in event.postings if leg.account == payable]
-    currency = legs[0].asset if legs else "CNY"
+    currency = (legs or list(event.postings))[0].asset  # a movement has at least two legs
     return StatementLine(
         id=event.originator_id,
         merchant_id=event.merchant_id,
