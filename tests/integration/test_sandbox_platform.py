@@ -367,7 +367,7 @@ def test_a_refund_is_reviewed_then_accepted_once_per_refund_number(
     assert (taken["refund_no"], taken["amount"], taken["requests"]) == ("RF-1", 2000, 3)
 
 
-def test_a_rejected_refund_says_why_and_a_refund_of_an_uncredited_order_is_refused(
+def test_a_rejected_refund_says_why_and_a_refund_of_an_uncredited_order_is_rejected(
     sandbox: httpx.Client, gateway: HttpPlatformGateway
 ) -> None:
     set_faults(sandbox, refund_review_ms=0, refund_rejection_rate=1.0)
@@ -377,11 +377,13 @@ def test_a_rejected_refund_says_why_and_a_refund_of_an_uncredited_order_is_refus
     # a refund number is the platform's key: reused for another order it is refused
     assert gateway.recharge("rch_refund_3", "13800000103", "vip-month", 30).outcome == "succeeded"
     assert gateway.refund("rch_refund_3", "RF-2").outcome == "unknown"
-    # an order never credited: refused, nothing taken
+    # an order never credited: rejected at once, a definite answer (nothing to poll for)
     assert gateway.recharge("rch_refund_4", BLOCKED_AT_START, "vip-month", 30).outcome == "failed"
-    refused = gateway.refund("rch_refund_4", "RF-4")
-    assert (refused.outcome, refused.reason) == ("unknown", "http 409")
-    assert refunds(sandbox, "rch_refund_4") == []
+    rejected = gateway.refund("rch_refund_4", "RF-4")
+    assert rejected.outcome == "rejected"
+    assert rejected.reason is not None and rejected.reason.startswith("order_not_refundable")
+    assert gateway.refund("rch_refund_5", "RF-5").outcome == "rejected"  # never even sent
+    assert [r["status"] for r in refunds(sandbox, "rch_refund_4")] == ["rejected"]
     assert sandbox.post("/sandbox/reset").status_code == 200
     assert refunds(sandbox, "rch_refund_2") == []
 

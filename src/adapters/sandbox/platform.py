@@ -89,6 +89,7 @@ class Order:
 
 
 REFUND_REJECTED_REASON = "refund_rejected: the membership was already used"
+NOT_CREDITED_REASON = "order_not_refundable: no credited order with this order_no"
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,13 @@ class Refund:
     decided_at: datetime
     outcome: str  # what the review will decide: "accepted" or "rejected"
     requests: int = 1
+    rejection: str = REFUND_REJECTED_REASON
 
     def status(self, now: datetime) -> str:
         return self.outcome if now >= self.decided_at else "pending"
 
     def reason(self, now: datetime) -> str | None:
-        return REFUND_REJECTED_REASON if self.status(now) == "rejected" else None
+        return self.rejection if self.status(now) == "rejected" else None
 
     def answer(self, now: datetime, request_nonce: str) -> dict[str, Any]:
         return {
@@ -357,8 +359,9 @@ class SandboxPlatform:
 
     def refund(self, payload: dict[str, Any], request_nonce: str) -> dict[str, Any]:
         """Take a refund of a credited order, once per refund number (a repeat is counted
-        and answered the refund's status); refused (409) for an order never credited or a
-        refund number used for another order."""
+        and answered the refund's status); a refund of an order never credited is rejected at
+        once (a definite answer: asking again changes nothing); a refund number used for
+        another order is refused (409)."""
         order_no = _text(payload, "order_no", 64)
         refund_no = _text(payload, "refund_no", 64)
         amount = payload.get("amount")
@@ -378,7 +381,11 @@ class SandboxPlatform:
                 return known.answer(now, request_nonce)
             order = state.orders.get(order_no)
             if order is None or order.status != "success":
-                raise Refused(409, "order_not_refundable", "no credited order with this order_no")
+                refund = Refund(
+                    refund_no, order_no, amount, now, now, "rejected", rejection=NOT_CREDITED_REASON
+                )
+                state.refunds[refund_no] = refund
+                return refund.answer(now, request_nonce)
             faults = state.faults
             outcome = "rejected" if random.random() < faults.refund_rejection_rate else "accepted"
             review = timedelta(milliseconds=faults.refund_review_ms)
