@@ -31,6 +31,7 @@ from ledger.cards.settlements import MerchantSettlements
 from ledger.money import Money
 from projections.catalog import view
 from projections.merchant_statements import MerchantStatementsReader
+from projections.rebuild import rebuild
 from projections.runner import SupervisedRunner
 from projections.verify import verify
 from projections.views import Views
@@ -150,6 +151,20 @@ def test_a_day_is_settled_from_the_view_and_paid_once_and_the_ledger_verifies(
     report = verify(database_url, event_store_env(database_url, **app_settings()))
     assert report.ok, str(report.divergence)
     assert report.rows_compared["merchant_statement_lines"] == 3
+
+    before = (statement_rows(database_url), reader.settlements(merchant, None, 10))
+    rebuilt = rebuild(view("merchant_statements"), database_url, event_store_env(database_url))
+    assert rebuilt.new_version == 2
+    assert (statement_rows(database_url), reader.settlements(merchant, None, 10)) == before
+
+
+def statement_rows(database_url: str) -> list[tuple[Any, ...]]:
+    """The live version's lines, through the readers' SQL view."""
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "SELECT id, merchant_id, kind, consumption_id, currency, amount, recorded_at, "
+            "settlement_id FROM merchant_statement_lines ORDER BY id"
+        ).fetchall()
 
 
 def app_settings() -> dict[str, str]:
