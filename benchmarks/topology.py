@@ -388,10 +388,19 @@ class LockSamples:
 
     samples: int = 0
     held: dict[str, int] = field(default_factory=dict)
+    held_by: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, role)
     waiting: dict[str, int] = field(default_factory=dict)
 
     def share(self, table: str) -> float:
         return self.held.get(table, 0) / self.samples if self.samples else math.nan
+
+    def holders(self, table: str) -> str:
+        """Who held it, as shares of all samples: which process kind's saves take the time."""
+        shares = sorted(
+            ((n / self.samples, role) for (t, role), n in self.held_by.items() if t == table),
+            reverse=True,
+        )
+        return " ".join(f"{role} {share:.0%}" for share, role in shares if share >= 0.005)
 
     def waiters(self, table: str) -> float:
         return self.waiting.get(table, 0) / self.samples if self.samples else math.nan
@@ -429,17 +438,23 @@ class LockSampler:
 
     def loop(self) -> None:
         query = (
-            "SELECT relation::bigint, granted, count(*) FROM pg_locks WHERE locktype = 'relation' "
-            "AND mode = 'ExclusiveLock' AND database = %s AND relation = ANY(%s) GROUP BY 1, 2"
+            "SELECT l.relation::bigint, l.granted, coalesce(a.usename, '?'), count(*) "
+            "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'relation' AND l.mode = 'ExclusiveLock' AND l.database = %s "
+            "AND l.relation = ANY(%s) GROUP BY 1, 2, 3"
         )
+        result = self.result
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self.stopping.wait(SAMPLE_SECONDS):
                 rows = conn.execute(query, (self.database, list(self.tables))).fetchall()
-                self.result.samples += 1
-                for oid, granted, n in rows:
+                result.samples += 1
+                for oid, granted, role, n in rows:
                     name = self.tables[int(oid)]
-                    into = self.result.held if granted else self.result.waiting
-                    into[name] = into.get(name, 0) + (1 if granted else int(n))
+                    if granted:  # one holder at a time: the lock is EXCLUSIVE
+                        result.held[name] = result.held.get(name, 0) + 1
+                        result.held_by[name, role] = result.held_by.get((name, role), 0) + 1
+                    else:
+                        result.waiting[name] = result.waiting.get(name, 0) + int(n)
 
 
 def postgres_cpu(postmaster: int) -> tuple[float, dict[int, float]]:
@@ -777,25 +792,24 @@ def per(value: float, by: int) -> str:
     return f"{value / by:.1f}" if by else ""
 
 
-def lock_ms(stage: Stage, table: str) -> str:
-    """The lock's held share x the time watched, over the saves into that table."""
-    if stage.locks is None or not stage.saves.get(table):
+def lock_ms(stage: Stage, table: str, per_recharge: bool = False) -> str:
+    """The lock's held share x the time watched, over the saves into that table (or over the
+    stage's recharges: with group commit a save carries several)."""
+    by = (stage.accepted or stage.completed) if per_recharge else stage.saves.get(table, 0)
+    if stage.locks is None or not by:
         return ""
-    return f"{stage.locks.share(table) * stage.wall * 1000 / stage.saves[table]:.2f}"
+    return f"{stage.locks.share(table) * stage.wall * 1000 / by:.2f}"
 
 
 def stages_table(title: str, stages: list[Stage]) -> Any:
     from rich.table import Table
 
     table = Table(title=title)
-    columns = ["stage", "recharges", "accepted/s", "completed/s", "p50 ms", "p99 ms",
-               "WAL commits /rch", "dist. saves", "dist. lock held", "dist. lock ms/save",
-               "dist. lock waiters", "rch. saves", "rch. lock held",
-               "rch. lock ms/save"]  # fmt: skip
-    for column in columns:
+    for column in ("stage", "recharges", "accepted/s", "completed/s", "p50 ms", "p99 ms",
+                   "WAL commits per recharge", "CPU busy (all processes)"):  # fmt: skip
         table.add_column(column, justify="left" if column == "stage" else "right")
     for stage in stages:
-        a, locks = stage.acceptance, stage.locks
+        a = stage.acceptance
         table.add_row(
             stage.name,
             f"{stage.accepted or stage.completed:,}",
@@ -804,14 +818,36 @@ def stages_table(title: str, stages: list[Stage]) -> Any:
             ms(a.percentile_ms(50)) if stage.accepted else "",
             ms(a.percentile_ms(99)) if stage.accepted else "",
             "" if stage.commits is None else per(stage.commits, stage.accepted or stage.completed),
-            f"{stage.saves.get('distribution_events', 0):,}",
-            f"{locks.share('distribution_events'):.0%}" if locks else "",
-            lock_ms(stage, "distribution_events"),
-            f"{locks.waiters('distribution_events'):.1f}" if locks else "",
-            f"{stage.saves.get('recharges_events', 0):,}",
-            f"{locks.share('recharges_events'):.0%}" if locks else "",
-            lock_ms(stage, "recharges_events"),
+            f"{sum(stage.cpu.values()) / stage.wall:.0%}" if stage.cpu else "",
         )
+    return table
+
+
+def locks_table(title: str, stages: list[Stage]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("stage", "event table", "saves", "recharges per save", "lock held",
+                   "held by (role: share of samples)", "lock ms per save",
+                   "lock ms per recharge", "sessions waiting"):  # fmt: skip
+        table.add_column(
+            column, justify="left" if column.startswith(("stage", "event", "held")) else "right"
+        )
+    for stage in stages:
+        n, locks = stage.accepted or stage.completed, stage.locks
+        for name in LOCKED_TABLES:
+            saves = stage.saves.get(name, 0)
+            table.add_row(
+                stage.name if name == LOCKED_TABLES[0] else "",
+                name,
+                f"{saves:,}",
+                f"{n / saves:.2f}" if saves else "",
+                f"{locks.share(name):.0%}" if locks else "",
+                locks.holders(name) if locks else "",
+                lock_ms(stage, name),
+                lock_ms(stage, name, per_recharge=True),
+                f"{locks.waiters(name):.1f}" if locks else "",
+            )
     return table
 
 
@@ -1092,6 +1128,10 @@ def main(argv: list[str] | None = None) -> int:
         ),  # fmt: skip
         stages_table(
             f"Recharge stages, {args.api_processes} API processes behind HAProxy",
+            [*stages, end_to_end],
+        ),
+        locks_table(
+            "The event tables' EXCLUSIVE locks (pg_locks every 20 ms; saves: distinct xmin)",
             [*stages, end_to_end],
         ),
         cpu_table("CPU ms per recharge, by process", [*stages, end_to_end]),
