@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -309,11 +308,3 @@ class Settlement(Aggregate):
         self.postings = postings
         self.adjustments_paid[str(case_id)] = reference
         self.paid += amount
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "platform_id": str(self.platform_id),
-            "period": self.period.isoformat(),
-            "status": self.status,
-        }
