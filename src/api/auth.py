@@ -7,6 +7,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 from uuid import UUID
 
@@ -34,6 +35,9 @@ class Principal:
     id: str
     subject: UUID | None = None
     party: Any = field(default=None, compare=False, repr=False)
+    unspent_nonce: tuple[str, str] | None = field(default=None, compare=False, repr=False)
+    """(key id, nonce) of a signed request whose nonce its Idempotency-Key's claim spends, in
+    the same statement (api/idempotency.py); None once spent, or for other callers."""
 
     @property
     def scope(self) -> str:
@@ -92,7 +96,10 @@ class Authenticator:
             role=role, id=subject or token_id, subject=UUID(subject) if subject else None
         )
 
-    def signed(self, request: Request, body: bytes) -> Principal:
+    def signed(self, request: Request, body: bytes, *, spend_nonce: bool = True) -> Principal:
+        """The channel or merchant whose key signed the request. Its nonce is spent here,
+        unless `spend_nonce` is False: then the caller must spend it (`unspent_nonce`) before
+        anything else reads or records anything for the request."""
         key_id = request.headers.get("X-Key-Id", "")
         timestamp = request.headers.get("X-Timestamp", "")
         nonce = request.headers.get("X-Nonce", "")
@@ -122,9 +129,15 @@ class Authenticator:
         expected = sign(secret, request.method, path, timestamp, nonce, idempotency_key, body)
         if not hmac.compare_digest(expected, signature):
             raise Problem("signature_invalid", "the signature does not match the request")
-        self._refuse_reuse(key_id, nonce)
+        unspent = None
+        if spend_nonce:
+            self._refuse_reuse(key_id, nonce)
+        else:
+            unspent = (key_id, nonce)
         party_read = None if isinstance(holder, bool) else holder
-        return Principal(role=role, id=str(party_id), subject=party_id, party=party_read)
+        return Principal(
+            role=role, id=str(party_id), subject=party_id, party=party_read, unspent_nonce=unspent
+        )
 
     def accept_nonce_once(self, key_id: str, nonce: str) -> None:
         """signature_invalid if `nonce` was already used with `key_id` within the window
@@ -135,29 +148,47 @@ class Authenticator:
         """A (key, nonce) pair is accepted once; pairs older than twice the window, whose
         timestamps the window refuses anyway, are pruned now and then."""
         with self.pool.connection() as conn:
-            inserted = conn.execute(
-                "INSERT INTO used_nonces (key_id, nonce) VALUES (%s, %s) "
-                "ON CONFLICT DO NOTHING RETURNING 1",
-                (key_id, nonce),
-            ).fetchone()
-            if secrets.randbelow(100) == 0:
-                conn.execute(
-                    "DELETE FROM used_nonces WHERE seen_at < now() - make_interval(secs => %s)",
-                    (2 * self.window,),
-                )
+            inserted = conn.execute(SPEND_NONCE, (key_id, nonce)).fetchone()
+            self.prune_now_and_then(conn)
         if inserted is None:
-            raise Problem("signature_invalid", "this nonce was already used with this key")
+            raise nonce_reused()
+
+    def prune_now_and_then(self, conn: Any) -> None:
+        if secrets.randbelow(100) == 0:
+            conn.execute(
+                "DELETE FROM used_nonces WHERE seen_at < now() - make_interval(secs => %s)",
+                (2 * self.window,),
+            )
+
+
+SPEND_NONCE = (
+    "INSERT INTO used_nonces (key_id, nonce) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1"
+)
+
+
+def nonce_reused() -> Problem:
+    return Problem("signature_invalid", "this nonce was already used with this key")
 
 
 async def authenticate(request: Request) -> Principal:
     """FastAPI dependency: the caller, kept for the audit log, which also records each use
     of an operator's or finance's token."""
-    principal = await identify(request)
+    return await authenticated(request, spend_nonce=True)
+
+
+async def authenticate_keyed(request: Request) -> Principal:
+    """The same for a request with an Idempotency-Key (api/idempotency.py): a signed
+    request's nonce is spent by the key's claim, in one statement with it."""
+    return await authenticated(request, spend_nonce=False)
+
+
+async def authenticated(request: Request, *, spend_nonce: bool) -> Principal:
+    principal = await identify(request, spend_nonce=spend_nonce)
     await record_use(request, principal, request_id(request))
     return principal
 
 
-async def identify(request: Request) -> Principal:
+async def identify(request: Request, *, spend_nonce: bool = True) -> Principal:
     """The caller, from a bearer token or a signed request."""
     authenticator = services_of(request).authenticator
     authorization = request.headers.get("Authorization", "")
@@ -165,15 +196,26 @@ async def identify(request: Request) -> Principal:
         return await run_in_threadpool(authenticator.bearer, authorization[7:].strip())
     if "X-Key-Id" in request.headers:
         body = await request.body()
-        return await run_in_threadpool(authenticator.signed, request, body)
+        return await run_in_threadpool(
+            partial(authenticator.signed, spend_nonce=spend_nonce), request, body
+        )
     raise Problem("unauthorized", "a bearer token or a signed request is needed")
 
 
 async def authenticate_or_page(request: Request) -> Principal:
     """For the two calls the recharge web page makes: an anonymous caller is the page,
     known by its address (the page's limits are per address)."""
+    return await page_or(request, spend_nonce=True)
+
+
+async def authenticate_or_page_keyed(request: Request) -> Principal:
+    """`authenticate_or_page` for a request with an Idempotency-Key (as `authenticate_keyed`)."""
+    return await page_or(request, spend_nonce=False)
+
+
+async def page_or(request: Request, *, spend_nonce: bool) -> Principal:
     if "Authorization" in request.headers or "X-Key-Id" in request.headers:
-        return await authenticate(request)
+        return await authenticated(request, spend_nonce=spend_nonce)
     address = request.client.host if request.client else "unknown"
     page = Principal(role="web", id=address)
     request.state.principal = page

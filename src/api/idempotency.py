@@ -1,6 +1,9 @@
 """Idempotency-Key: a repeated request gets the first response, scoped to the principal.
 
-A key's first request inserts an in-flight row; the row then holds the response. Commands
+A key's first request inserts an in-flight row; the row then holds the response. The row is
+claimed as the request arrives, in one statement with the spending of a signed request's
+nonce; a request refused before its command runs (its body, its channel) gives the claim up
+before its answer is sent, so that the key is free again as it was. Commands
 derive their aggregate ids from the key (`command_id`), so even a request whose process died
 before storing its response cannot record twice: rerunning it finds what it recorded.
 Responses that show a secret (key secrets, redemption codes) are stored sealed: encrypted
@@ -13,15 +16,22 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from api.auth import Principal, authenticate, authenticate_or_page
+from api.auth import (
+    SPEND_NONCE,
+    Principal,
+    authenticate_keyed,
+    authenticate_or_page_keyed,
+    nonce_reused,
+)
 from api.container import services_of
 from api.problems import PROBLEM_JSON, STATUS_BY_CODE, Problem, domain_problem, is_transient
 from ledger.errors import DomainError
@@ -31,6 +41,18 @@ ABANDONED_AFTER_SECONDS = 60
 MAX_KEY_LENGTH = 255
 
 Outcome = tuple[int, dict[str, Any]]
+CLAIM = (
+    "INSERT INTO idempotency_keys (principal, key, request_hash, state) "
+    "VALUES (%s, %s, %s, 'in_flight') ON CONFLICT DO NOTHING RETURNING 1"
+)
+SPEND_NONCE_AND_CLAIM = (
+    "WITH nonce AS (" + SPEND_NONCE + "), claim AS ("
+    "INSERT INTO idempotency_keys (principal, key, request_hash, state) "
+    "SELECT %s, %s, %s, 'in_flight' WHERE EXISTS (SELECT FROM nonce) "
+    "ON CONFLICT DO NOTHING RETURNING 1) "
+    "SELECT EXISTS (SELECT FROM nonce), EXISTS (SELECT FROM claim)"
+)
+"""The nonce spent and the key claimed in one statement; no claim with a nonce used before."""
 
 
 class Seal:
@@ -55,6 +77,9 @@ class IdempotentCall:
     principal: Principal
     key: str
     request_hash: bytes
+    claimed: bool = False
+    """The in-flight row is this request's (claimed as it arrived, not yet finished)."""
+    ran: bool = False
 
     @property
     def command_id(self) -> uuid.UUID:
@@ -62,7 +87,8 @@ class IdempotentCall:
 
     def run(self, command: Callable[[uuid.UUID], Outcome], *, sealed: bool = False) -> JSONResponse:
         """Run once; a repeat gets the first answer. `sealed` for answers holding secrets."""
-        stored = self._begin()
+        self.ran = True
+        stored = None if self.claimed else self._begin()
         if stored is not None:
             status, body, media_type = stored
             return JSONResponse(body, status_code=status, media_type=media_type)
@@ -81,12 +107,38 @@ class IdempotentCall:
         self._finish(status, json.dumps(body).encode(), sealed=sealed)
         return JSONResponse(body, status_code=status)
 
+    def claim(self) -> None:
+        """Claim the key as the request arrives, spending a signed request's nonce in the same
+        statement (signature_invalid if it was used before: nothing claimed). A key already
+        claimed is looked at when the command would run (`_begin`)."""
+        unspent = self.principal.unspent_nonce
+        with self.pool.connection() as conn:
+            if unspent is None:
+                row = conn.execute(
+                    CLAIM, (self.principal.scope, self.key, self.request_hash)
+                ).fetchone()
+                self.claimed = row is not None
+                return
+            spent, claimed = conn.execute(
+                SPEND_NONCE_AND_CLAIM,
+                (*unspent, self.principal.scope, self.key, self.request_hash),
+            ).fetchone()
+            services_of(self.request).authenticator.prune_now_and_then(conn)
+        if not spent:
+            raise nonce_reused()
+        self.claimed = bool(claimed)
+        self.principal = replace(self.principal, unspent_nonce=None)
+        self.request.state.principal = self.principal
+
+    def give_up_unran(self) -> None:
+        """The request was refused before its command ran: its claim goes, as if never made."""
+        if self.claimed and not self.ran:
+            self._abandon()
+
     def _begin(self) -> tuple[int, Any, str] | None:
         with self.pool.connection() as conn:
             claimed = conn.execute(
-                "INSERT INTO idempotency_keys (principal, key, request_hash, state) "
-                "VALUES (%s, %s, %s, 'in_flight') ON CONFLICT DO NOTHING RETURNING 1",
-                (self.principal.scope, self.key, self.request_hash),
+                CLAIM, (self.principal.scope, self.key, self.request_hash)
             ).fetchone()
             if claimed:
                 return None
@@ -145,21 +197,30 @@ class IdempotentCall:
 
 
 async def idempotent(
-    request: Request, principal: Principal = Depends(authenticate)
-) -> IdempotentCall:
+    request: Request, principal: Principal = Depends(authenticate_keyed)
+) -> AsyncIterator[IdempotentCall]:
     """FastAPI dependency for every POST: checks the key before the body is even parsed."""
-    return await idempotent_call(request, principal)
+    async for call in idempotent_call(request, principal):
+        yield call
 
 
 async def idempotent_page(
-    request: Request, principal: Principal = Depends(authenticate_or_page)
-) -> IdempotentCall:
+    request: Request, principal: Principal = Depends(authenticate_or_page_keyed)
+) -> AsyncIterator[IdempotentCall]:
     """The same, for calls the recharge web page may also make."""
-    return await idempotent_call(request, principal)
+    async for call in idempotent_call(request, principal):
+        yield call
 
 
-async def idempotent_call(request: Request, principal: Principal) -> IdempotentCall:
+async def idempotent_call(request: Request, principal: Principal) -> AsyncIterator[IdempotentCall]:
+    """The call, its key claimed; given up if the request is refused before its command runs
+    (the refusal propagates through here before its answer is sent)."""
     key = request.headers.get("Idempotency-Key", "")
+    refused_key = not key or len(key) > MAX_KEY_LENGTH or not key.isprintable()
+    if refused_key and principal.unspent_nonce is not None:
+        # a replayed nonce is refused first, as always
+        authenticator = services_of(request).authenticator
+        await run_in_threadpool(authenticator.accept_nonce_once, *principal.unspent_nonce)
     if not key:
         raise Problem("idempotency_key_missing", "every POST needs an Idempotency-Key header")
     if len(key) > MAX_KEY_LENGTH or not key.isprintable():
@@ -170,4 +231,9 @@ async def idempotent_call(request: Request, principal: Principal) -> IdempotentC
         )
     body = await request.body()
     digest = hashlib.sha256(f"{request.method}\n{request.url.path}\n".encode() + body).digest()
-    return IdempotentCall(services_of(request).pool, request, principal, key, digest)
+    call = IdempotentCall(services_of(request).pool, request, principal, key, digest)
+    await run_in_threadpool(call.claim)
+    try:
+        yield call
+    finally:
+        await run_in_threadpool(call.give_up_unran)
