@@ -101,9 +101,9 @@ class Runtime:
         self.webhooks = WebhookDelivery(
             settings.secret_bytes, OutboundAddresses(settings.outbound_allow_private)
         )
-        # settlements run a few times a day: one connection, opened when used, outside
-        # the budget's shares (the coordinator may give it a weight of its own)
-        self.settlements = made(Settlements(env={**env, **pool_env(1)}))
+        # settlements run a few times a day: two connections at most (the sweeper's saves
+        # and the runners reading its log), opened when used, outside the budget's shares
+        self.settlements = made(Settlements(env={**env, **pool_env(2)}))
         self.settlement_ports = settlement_ports(settings, self.pool, self.distribution)
         self.settlement_steps = SettlementSteps(
             self.settlements,
