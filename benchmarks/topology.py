@@ -20,8 +20,8 @@ server), stopped and deleted at the end, and a RabbitMQ vhost of the run's own, 
    - alone: every process but the API's, the balancer and the platform stopped (SIGSTOP): the
      acceptance by itself;
    - peak: everything running, back to back: accepted/s, and completed/s (every recharge of the
-     stage Succeeded, from its first 202); "peak, end to end" is the same window until the last
-     one succeeded;
+     stage Succeeded, from its first 202); "peak, end to end" is the same work watched until the
+     last one succeeded and its code was redeemed (each stage waits for that before the next);
    - half of peak: open loop at half of the peak's accepted/s (a request is due every 1/rate s;
      its latency counts from when it was due, so a server falling behind shows);
    For each: p50/p99 of the 202s; saves into each event table (the transactions that inserted
@@ -1023,6 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
             stages.append(watch.into(Stage("alone", acceptance)))
             succeeded_before += stages[-1].accepted
             wait_succeeded(observed_url, succeeded_before, args.timeout, topology)
+            wait_redeemed(observed_url, succeeded_before, args.timeout)  # the codes too
 
         # 3b. peak: everything running, until every recharge of the stage succeeded
         with console.status("peak: every client back to back, then until all succeeded"):
@@ -1032,6 +1033,8 @@ def main(argv: list[str] | None = None) -> int:
                 peak = watch.into(Stage("peak", acceptance))
                 succeeded_before += peak.accepted
                 done = wait_succeeded(observed_url, succeeded_before, args.timeout, topology)
+                # the codes redeemed too, so the next stage does not meet this one's tail
+                wait_redeemed(observed_url, succeeded_before, args.timeout)
             peak.completed = peak.accepted
             peak.completed_seconds = done - acceptance.first_accepted
             end_to_end = whole.into(
@@ -1052,6 +1055,7 @@ def main(argv: list[str] | None = None) -> int:
             stages.append(watch.into(Stage("half of peak", acceptance, rate=rate)))
             succeeded_before += stages[-1].accepted
             wait_succeeded(observed_url, succeeded_before, args.timeout, topology)
+            wait_redeemed(observed_url, succeeded_before, args.timeout)  # the codes too
 
         # 3d. every statement counted: logged with its role, a few seconds idle first
         with console.status("statements: idle, then recharges with log_statement=all"):
