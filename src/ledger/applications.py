@@ -39,8 +39,11 @@ class LedgerApplication(Application[UUID]):
         self.commands = CommandRunner()
         self.committer: GroupCommitter | None = None
         if self.group_commit and self.env.get(GROUP_COMMIT, "on").lower() not in OFF:
-            # looked up at each save: a recorder wrapped later (outage handling) is used
-            self.committer = GroupCommitter(lambda events: self.recorder.insert_events(events))
+            # insert_events looked up at each save (a wrapper set on the recorder later is used);
+            # the recorder, not the application, is held: no cycle keeps an unclosed
+            # application (and its connections) alive past its last reference
+            recorder = self.recorder
+            self.committer = GroupCommitter(lambda events: recorder.insert_events(events))
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

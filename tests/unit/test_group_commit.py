@@ -161,3 +161,22 @@ def test_an_empty_queue_after_a_failure_leaves_the_committer_usable() -> None:
     with pytest.raises(IntegrityError):
         committer.commit([event("a", 1), event("a", 1)])
     assert committer.commit([event("a", 1)]) == [1]
+
+
+def test_an_application_dropped_without_close_is_freed_at_once_with_its_committer() -> None:
+    """The committer holds the recorder, not the application: no reference cycle keeps an
+    application someone forgot to close (and its pool's connections) alive until a GC pass."""
+    import gc
+    import weakref
+
+    from ledger.distribution.application import Distribution
+
+    app = Distribution(env={"CODE_HASH_KEY": "unit-test-code-key"})
+    assert app.committer is not None
+    dropped = weakref.ref(app)
+    gc.disable()
+    try:
+        del app
+        assert dropped() is None
+    finally:
+        gc.enable()
