@@ -931,9 +931,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help="comma-separated: stock, cards")
     parser.add_argument("--readme", default=None, help="append the tables to this file")
     parser.add_argument("--label", default="", help="a word for this run's tree (e.g. before)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="more environment for every process of the topology (e.g. LEDGER_GROUP_COMMIT=off)",
+    )
     args = parser.parse_args(argv)
     if args.recharges < 40 or args.clients < 1 or args.api_processes < 1:
         parser.error("recharges >= 40, clients and api-processes >= 1")
+    if any("=" not in setting for setting in args.env):
+        parser.error("--env takes NAME=VALUE")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     source = args.source.resolve()
     sys.path.insert(0, str(source / "src"))  # the in-process stock purchases and signing
@@ -963,6 +972,7 @@ def main(argv: list[str] | None = None) -> int:
             f"processes, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; "
             f"private {server_facts(admin)}; RabbitMQ; source {checkout(source)}"
             + (f" ({args.label})" if args.label else "")
+            + "".join(f"; {setting}" for setting in args.env)
         )
         console.print(f"[bold]Recharges on the production topology[/]: {context}")
 
@@ -991,6 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
             "LEDGER_WORKER_THREADS": str(args.worker_threads),
             "LEDGER_RECHARGE_DEADLINE_SECONDS": str(int(args.timeout) * 4),
         }
+        env |= dict(setting.split("=", 1) for setting in args.env)
         migrated = subprocess.run([*ledger_command(), "migrate"], env=env, capture_output=True,
                                   text=True, timeout=300)  # fmt: skip
         if migrated.returncode:
