@@ -40,12 +40,23 @@ from ledger.money import Money
 from ledger.recharges.application import Recharges
 from ledger.recharges.decisions import StepResult
 from ledger.recharges.saga import Recharge
+from ledger.settlement.application import Settlements
+from ledger.settlement.steps import SettlementSteps
 from projections.catalog import FEEDS, PROCESSES, VIEWS, view
 from projections.positions import head, live_tracking_name, live_version, position
 from projections.rebuild import rebuild
 from projections.runner import LockSession, SupervisedRunner
 from projections.views import Views
 from tests.card_fakes import FakeMemberTokens, FakePayouts
+from tests.settlement_fakes import (
+    DAY,
+    Clock,
+    FakeLedgerSide,
+    FakePayments,
+    FakeStatements,
+    at,
+    line,
+)
 from tests.unit.test_merchant_settlement import FakeStatementLines
 
 pytestmark = pytest.mark.integration
@@ -171,6 +182,7 @@ def write_history(url: str) -> History:
         cards.request_withdrawal(uuid4(), h.owner, Money(500))  # still in flight: a hold
         cards.finish_withdrawal(paid.id, paid=True, detail="ref")
         settle_merchant(cards, h)
+        settle_platform(env, distribution, h)
         mark(h)
 
         d.purchase_stock(uuid4(), h.subs[1], h.product, 3)
@@ -189,6 +201,27 @@ def settle_merchant(cards: Cards, h: History) -> None:
     lines = FakeStatementLines(cards)
     settled = MerchantSettlements(cards, lines).open(h.merchant, today, close_now=True)
     assert settled.status == "paid" and len(settled.lines) == 2, settled.lines
+
+
+def settle_platform(env: dict[str, str], distribution: Distribution, h: History) -> None:
+    """The platform's settlement of a past day: one order matched, one differing in amount
+    (its case resolved, paying the platform's figure) and one on their side only (its case
+    left open), so the settlement waits for an operator and both view tables have rows."""
+    settlements = Settlements(env=env)
+    try:
+        ours, statements = FakeLedgerSide(), FakeStatements()
+        ours.add(DAY, line("O1", 2000), line("O2", 2000))
+        statements.publish(DAY, line("O1", 2000), line("O2", 2100), line("X9", 2000))
+        steps = SettlementSteps(
+            settlements, distribution, ours, statements, FakePayments(), Clock(at(DAY, 86400 * 3))
+        )
+        settlement = steps.advance(steps.open(h.platform, DAY).id)
+        assert settlement.status == "awaiting_approval", settlement.status
+        differs = uuid.uuid5(settlement.id, "case:O2:charge:0")  # cases.case_id's rule
+        assert settlements.case(differs).kind == "amount_differs"
+        settlements.resolve_case(differs, "accept_theirs", "checked", "op", at(DAY, 86400 * 3))
+    finally:
+        settlements.close()
 
 
 def credit(env: dict[str, str], h: History) -> None:
@@ -494,9 +527,7 @@ def test_ledger_projections_rebuild_balances_shows_progress_and_exits_0(
         assert not table_exists(conn, "balances_v2")
 
 
-def test_a_second_rebuild_of_the_same_view_meanwhile_leaves_one_version(
-    ledger_url: str
-) -> None:
+def test_a_second_rebuild_of_the_same_view_meanwhile_leaves_one_version(ledger_url: str) -> None:
     spec, env = view("balances"), app_env(ledger_url)
     second: list[Any] = []
 

@@ -409,6 +409,7 @@ def test_a_failing_event_goes_to_the_dead_letters_while_the_view_moves_on(
     assert {(r.application, r.dead_letters, r.lag) for r in rows} == {
         ("distribution", 1, 0),
         ("cards", 1, 0),
+        ("settlements", 1, 0),
     }
     assert status.returncode == 0, status.stderr
     header, *lines = table_rows(status.stdout)
