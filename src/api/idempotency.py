@@ -124,7 +124,8 @@ class IdempotentCall:
                 (*unspent, self.principal.scope, self.key, self.request_hash),
             ).fetchone()
             services_of(self.request).authenticator.prune_now_and_then(conn)
-        if not spent:
+        if not spent:  # audited as before: under the key it claimed, not as the party
+            self.request.state.principal = None
             raise nonce_reused()
         self.claimed = bool(claimed)
         self.principal = replace(self.principal, unspent_nonce=None)
