@@ -116,6 +116,7 @@ WEIGHTS = {
     "distribution": 2,
     "recharges": 1,
     "cards": 1,
+    "settlements": 1,
 }
 RUNNER_WEIGHTS = {"views": 1, "processes": 1}
 """Pools only a process running the projection runners opens: the views' writes and the

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     )
     ledger_db_connections: int = Field(
         default=20,
-        ge=8,
+        ge=9,
         description="The most PostgreSQL connections one process holds: every pool (the read "
         "pool, each application's event store, the views, the saga starter) is sized from it.",
     )

@@ -11,7 +11,7 @@ from psycopg_pool import PoolTimeout
 from adapters.database import FIXED_WITH_RUNNERS, ConnectionBudget, is_connection_error
 
 
-@pytest.mark.parametrize("total", [8, 9, 12, 20, 33, 100])
+@pytest.mark.parametrize("total", [9, 10, 12, 20, 33, 100])
 @pytest.mark.parametrize("runners", [True, False])
 def test_every_pool_gets_a_share_and_together_they_stay_within_the_budget(
     total: int, runners: bool
@@ -27,14 +27,25 @@ def test_every_pool_gets_a_share_and_together_they_stay_within_the_budget(
 def test_the_default_budget_shares_twenty() -> None:
     with_runners = ConnectionBudget(20, runners=True)
     assert with_runners.sizes() == {
-        "read": 5, "distribution": 4, "recharges": 3, "cards": 2, "views": 2, "processes": 2,
+        "read": 5,
+        "distribution": 3,
+        "recharges": 2,
+        "cards": 2,
+        "settlements": 2,
+        "views": 2,
+        "processes": 2,
     }
     assert with_runners.most() == 18 + FIXED_WITH_RUNNERS == 20
     assert ConnectionBudget(20, runners=False).sizes() == {
-        "read": 8, "distribution": 6, "recharges": 3, "cards": 3,
+        "read": 6,
+        "distribution": 5,
+        "recharges": 3,
+        "cards": 3,
+        "settlements": 3,
     }
     assert with_runners.env("recharges") == {
-        "POSTGRES_POOL_SIZE": "0", "POSTGRES_MAX_OVERFLOW": "3",
+        "POSTGRES_POOL_SIZE": "0",
+        "POSTGRES_MAX_OVERFLOW": "2",
     }
 
 

@@ -19,7 +19,6 @@ from adapters.database import (
     DatabaseHealth,
     application_env,
     open_pool,
-    pool_env,
 )
 from adapters.outbound import OutboundAddresses
 from adapters.payments import gateways
@@ -101,9 +100,8 @@ class Runtime:
         self.webhooks = WebhookDelivery(
             settings.secret_bytes, OutboundAddresses(settings.outbound_allow_private)
         )
-        # settlements run a few times a day: two connections at most (the sweeper's saves
-        # and the runners reading its log), opened when used, outside the budget's shares
-        self.settlements = made(Settlements(env={**env, **pool_env(2)}))
+        # settlements run a few times a day: its share is opened only when used
+        self.settlements = made(Settlements(env={**env, **self.budget.env("settlements")}))
         self.settlement_ports = settlement_ports(settings, self.pool, self.distribution)
         self.settlement_steps = SettlementSteps(
             self.settlements,
@@ -137,12 +135,19 @@ class Jobs:
             runtime.recharges, runtime.distribution, runtime.gateways, self, self
         )
         self.recharge_step = dramatiq.Actor(
-            self.run_step, broker=broker, actor_name="recharge_step", queue_name="recharges",
-            priority=0, options={"max_retries": 20, "min_backoff": 500, "max_backoff": 30_000},
+            self.run_step,
+            broker=broker,
+            actor_name="recharge_step",
+            queue_name="recharges",
+            priority=0,
+            options={"max_retries": 20, "min_backoff": 500, "max_backoff": 30_000},
         )
         self.webhook = dramatiq.Actor(
-            self.deliver_webhook, broker=broker, actor_name="deliver_webhook",
-            queue_name="webhooks", priority=10,
+            self.deliver_webhook,
+            broker=broker,
+            actor_name="deliver_webhook",
+            queue_name="webhooks",
+            priority=10,
             options={"max_retries": 30, "min_backoff": 1_000, "max_backoff": 600_000},
         )
 
