@@ -28,6 +28,7 @@ from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import (
     InfrastructureFactory,
     ListenNotifySubscription,
+    ShutDown,
     Tracking,
 )
 from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
@@ -38,6 +39,7 @@ from psycopg.conninfo import make_conninfo
 
 from projections.base import TRANSIENT
 from projections.positions import head, live_version, position
+from projections.reader import LogReader
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class ViewFeed:
             datastore=shared.datastore(), tracking_table_name=f"{self.tracking_name}_tracking"
         )
         application = shared.application(self.application_class)
-        return SharedRunner(application, self.projection_class(view), view, shared.notifier)
+        return SharedRunner(application, self.projection_class(view), view, shared)
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,7 @@ class ProcessFeed:
         process = shared.process(self.process_class)
         try:
             application = shared.application(self.application_class)
-            return SharedRunner(
-                application, process, process.recorder, shared.notifier, owned=process
-            )
+            return SharedRunner(application, process, process.recorder, shared, owned=process)
         except BaseException:
             process.close()
             raise
@@ -204,19 +204,36 @@ class Notifier:
 
 
 class ListenedSubscription(ListenNotifySubscription[Any]):
-    """eventsourcing's LISTEN/NOTIFY subscription, woken by the process's `Notifier` instead
-    of holding a LISTEN connection of its own."""
+    """eventsourcing's LISTEN/NOTIFY subscription, woken and fed by its log's `LogReader` (one
+    a log per process, woken by the process's `Notifier`) instead of holding a LISTEN
+    connection and reading the log by itself."""
 
-    def __init__(self, recorder: Any, notifier: Notifier, gt: int | None, topics: Any = ()) -> None:
-        super().__init__(recorder=recorder, gt=gt, topics=topics)
-        self._notifier = notifier
-        self._channel = str(recorder.channel_name)
-        notifier.watch(self._channel, self._has_been_notified)
-        self._has_been_notified.set()  # what was recorded before the watch began
+    def __init__(self, reader: LogReader, gt: int | None, topics: Any = ()) -> None:
+        self._reader = reader  # before the pull thread eventsourcing starts in __init__
+        super().__init__(recorder=reader.recorder, gt=gt, topics=topics)
+        reader.subscribe(self, self._has_been_notified)
+
+    def cursor(self) -> int:
+        return self._last_notification_id or 0
 
     def stop(self) -> None:
         super().stop()
-        self._notifier.unwatch(self._channel, self._has_been_notified)
+        self._reader.unsubscribe(self)
+
+    def _pull(self) -> None:
+        """Queue what the reader has after this subscription's cursor (its topics only), and
+        move the cursor over everything scanned, so the subscriptions of a log keep together."""
+        while not self._has_been_stopped:
+            self._has_been_notified.clear()
+            read = self._reader.read(self.cursor(), self._topics)
+            if read.notifications:
+                try:
+                    self._notifications_queue.put(read.notifications)
+                except ShutDown:
+                    break
+            self._last_notification_id = read.scanned_to
+            if not read.more:
+                break
 
     def has_read_ahead(self) -> bool:
         """Whether the next notification is already read (next() returns without waiting)."""
@@ -228,10 +245,10 @@ class ListenedSubscription(ListenNotifySubscription[Any]):
 class EventStream:
     """An application's domain events after a position, with their tracking."""
 
-    def __init__(self, application: Any, notifier: Notifier, gt: int | None, topics: Any) -> None:
+    def __init__(self, application: Any, reader: LogReader, gt: int | None, topics: Any) -> None:
         self.name = application.name
         self.mapper = application.mapper
-        self.subscription = ListenedSubscription(application.recorder, notifier, gt, topics)
+        self.subscription = ListenedSubscription(reader, gt, topics)
 
     def __enter__(self) -> EventStream:
         self.subscription.__enter__()
@@ -286,9 +303,17 @@ class Shared:
         self._given = dict(applications or {})
         self._applications: dict[type[Any], Any] = {}
         self._datastore: Any = None
+        self._readers: dict[str, LogReader] = {}
         self._mutex = threading.Lock()
         url = database_url or _url_of(env)
         self.notifier = Notifier(url)
+
+    def reader(self, application: Any) -> LogReader:
+        """The one reader of this application's log in this process."""
+        with self._mutex:
+            if application.name not in self._readers:
+                self._readers[application.name] = LogReader(application.recorder, self.notifier)
+            return self._readers[application.name]
 
     def application(self, application_class: type[Any]) -> Any:
         with self._mutex:
@@ -338,21 +363,21 @@ def _url_of(env: Mapping[str, str]) -> str:
 
 class SharedRunner:
     """Runs one projection (or event-sourced process) over its own subscription to a shared
-    application instance, woken by the shared notifier."""
+    application instance, fed by the process's reader of that application's log."""
 
     def __init__(
         self,
         application: Any,
         projection: Any,
         tracking: Any,
-        notifier: Notifier,
+        shared: Shared,
         owned: Any = None,
     ) -> None:
         self.projection = projection
         self.owned = owned
         self.subscription = EventStream(
             application,
-            notifier,
+            shared.reader(application),
             gt=tracking.max_tracking_id(application.name),
             topics=projection.topics,
         )
