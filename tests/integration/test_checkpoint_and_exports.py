@@ -332,7 +332,7 @@ def test_ledger_export_journal_has_one_line_per_posting_of_the_period(
     assert exported != sorted(exported), "the history interleaves the logs: time order shows"
     times = [datetime.fromisoformat(r["recorded_at"]) for r in rows]
     assert times == sorted(times)
-    assert {r["application"] for r in rows} == {"distribution", "cards"}
+    assert {r["application"] for r in rows} == {"distribution", "cards", "settlements"}
     assert all(start <= datetime.fromisoformat(r["recorded_at"]) < end for r in rows)
     totals: Counter[str] = Counter()
     for r in rows:
