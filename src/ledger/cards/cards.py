@@ -7,6 +7,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from ledger import accounts
+from ledger.cards.histories import CopiesHistoriesShallowly
 from ledger.errors import InsufficientBalance, LimitExceeded
 from ledger.money import Money
 from ledger.postings import Postings
@@ -14,13 +15,15 @@ from ledger.postings import Postings
 MAX_DERIVED_CARDS = 1000
 
 
-class MainCard(Aggregate):
+class MainCard(CopiesHistoriesShallowly, Aggregate):
     """The balance is what every main-card and intimate-card consumption draws: never negative.
 
     Shared-card consumption draws nothing (the consumer pays) but counts against the merchant's
     cap on shared consumption, so this card is in the save of every consumption it backs.
     `consumptions` lists [consumption id, the card used] in the order they were recorded.
     """
+
+    histories = ("consumptions", "shared_card_ids", "intimate_card_ids")
 
     @event("Opened")
     def __init__(

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.cards.histories import CopiesHistoriesShallowly
 from ledger.cards.splits import DrawLimits
 from ledger.errors import CardExpired, CardFrozen, CardNotAccepted, CardRevoked, NotCardHolder
 from ledger.money import Money
@@ -14,7 +15,7 @@ from ledger.money import Money
 ACCEPT_WITHIN = timedelta(hours=24)
 
 
-class IntimateCard(Aggregate):
+class IntimateCard(CopiesHistoriesShallowly, Aggregate):
     """Draws on its main card's balance; the holder pays nothing.
 
     The holder accepts within 24 hours of the offer or it lapses. Limits are on what is drawn:
@@ -22,6 +23,8 @@ class IntimateCard(Aggregate):
     there), and in total. `show_details` says whether the owner sees each consumption or only
     the totals.
     """
+
+    histories = ("consumption_ids",)
 
     @event("Offered")
     def __init__(

@@ -7,6 +7,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.cards.histories import CopiesHistoriesShallowly
 from ledger.errors import (
     AlreadyExists,
     CardExpired,
@@ -23,13 +24,15 @@ MAX_LISTINGS = 10_000
 SHARING_PLATFORM_ID = uuid5(UUID("0d4f3e2a-5b1c-4e8f-9a6d-7c2b1e0f3a4d"), "sharing-platform")
 
 
-class SharedCard(Aggregate):
+class SharedCard(CopiesHistoriesShallowly, Aggregate):
     """A card derived from a main card, held by one member or published as a listing.
 
     `sharer_id` is the holder who passed the card on (None when the owner shared it): the one
     who earns commission on its consumption. `depth` counts passes after the owner's share.
     A listing (no holder) is not used itself: each member who claims it gets a card of their own.
     """
+
+    histories = ("claimed_by", "consumption_ids")
 
     @event("Created")
     def __init__(
