@@ -45,18 +45,23 @@ def platform() -> Iterator[Platform]:
         started.stop()
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, platform: Platform) -> Iterator[Server]:
-    """Overrides conftest's: sandbox mode (SMS outbox, private addresses allowed), the
-    module's own platform, no broker (the worker runs in the server)."""
-    env = PLATFORM_ENV | {
+def server_env(platform: Platform, **extra: str) -> dict[str, str]:
+    """Sandbox mode (SMS outbox, private addresses allowed), the module's own platform, no
+    broker (the worker runs in the server)."""
+    return PLATFORM_ENV | {
         "LEDGER_SANDBOX": "true",
         "LEDGER_SANDBOX_PLATFORM_PORT": str(platform.port),
         "LEDGER_SANDBOX_PLATFORM_START": "false",
         "LEDGER_GATEWAY_TIMEOUT_SECONDS": str(GATEWAY_TIMEOUT_SECONDS),
         "LEDGER_RECHARGE_DEADLINE_SECONDS": "60",
+        **extra,
     }
-    (started,) = start_servers(database_url, 1, [env])
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, platform: Platform) -> Iterator[Server]:
+    """Overrides conftest's: see `server_env`."""
+    (started,) = start_servers(database_url, 1, [server_env(platform)])
     try:
         yield started
     finally:
@@ -94,9 +99,15 @@ def setup(api: Api, platform: Platform, server: Server, database_url: str) -> Se
 def knobs(setup: Setup) -> Iterator[Setup]:
     """The platform calls back to this module's server; its knobs back to calm afterwards."""
     calm = {
-        "callback_url": setup.callback_url, "callback_probability": 1.0, "callback_delay_ms": 0,
-        "callback_duplicates": 0, "callback_out_of_order": False, "callback_bad_signatures": 0,
-        "late_success_accounts": [], "timeout_after_credit": 0, "hang_seconds": 10,
+        "callback_url": setup.callback_url,
+        "callback_probability": 1.0,
+        "callback_delay_ms": 0,
+        "callback_duplicates": 0,
+        "callback_out_of_order": False,
+        "callback_bad_signatures": 0,
+        "late_success_accounts": [],
+        "timeout_after_credit": 0,
+        "hang_seconds": 10,
     }
     setup.platform.faults(**calm)
     try:
@@ -159,8 +170,9 @@ def answered(setup: Setup, order_no: str, count: int, seconds: float = 20) -> li
         if sum(1 for p in posts if p["answer"] == 200) >= count:
             return posts
         if time.monotonic() > deadline:
-            pytest.fail(f"{count} callbacks for {order_no} not answered 200 in {seconds} s: "
-                        f"{posts}")
+            pytest.fail(
+                f"{count} callbacks for {order_no} not answered 200 in {seconds} s: {posts}"
+            )
         time.sleep(0.1)
 
 
@@ -180,9 +192,7 @@ def listed_discrepancies(setup: Setup) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     after = ""
     while True:
-        reply = setup.api.operator.get(
-            f"/v1/recharges?discrepancy=late_success&limit=100{after}"
-        )
+        reply = setup.api.operator.get(f"/v1/recharges?discrepancy=late_success&limit=100{after}")
         assert reply.status_code == 200, reply.text
         for item in reply.json()["items"]:
             assert item["discrepancy"] == "late_success"
@@ -202,7 +212,11 @@ def stock(channel: Caller, product_id: str) -> tuple[int, int, int]:
 
 
 def post_callback(
-    setup: Setup, payload: dict[str, Any], *, secret: str = SECRET, platform_id: str | None = None,
+    setup: Setup,
+    payload: dict[str, Any],
+    *,
+    secret: str = SECRET,
+    platform_id: str | None = None,
     nonce: str | None = None,
 ) -> httpx.Response:
     body = encode_body(payload)
@@ -219,7 +233,10 @@ def test_a_callback_is_news_of_the_outcome_while_the_platforms_answer_hangs(knob
     out of order and with a stale `processing` after it, ends the saga at once, once."""
     setup = knobs
     setup.platform.faults(
-        timeout_after_credit=1, hang_seconds=8, callback_duplicates=2, callback_out_of_order=True,
+        timeout_after_credit=1,
+        hang_seconds=8,
+        callback_duplicates=2,
+        callback_out_of_order=True,
         callback_delay_ms=100,
     )
     channel, code = shop_with_a_code(setup)
@@ -247,7 +264,10 @@ def test_a_callback_is_news_of_the_outcome_while_the_platforms_answer_hangs(knob
 
     posts = answered(setup, recharge_id, 4)  # 3 successes and a stale processing, all 200
     assert sorted(p["status"] for p in posts if p["answer"] == 200) == [
-        "processing", "success", "success", "success",
+        "processing",
+        "success",
+        "success",
+        "success",
     ]
     time.sleep(GATEWAY_TIMEOUT_SECONDS)  # the hung answer is past its timeout: no more news
     names = saga_events(setup, recharge_id)
@@ -266,7 +286,9 @@ def test_a_late_success_after_a_failure_is_one_discrepancy_and_no_second_credit(
     setup = knobs
     account = new_account()
     setup.platform.faults(
-        late_success_accounts=[account], late_success_after_ms=1500, callback_duplicates=1,
+        late_success_accounts=[account],
+        late_success_after_ms=1500,
+        callback_duplicates=1,
     )
     channel, code = shop_with_a_code(setup)
     recharge_id = place(setup, channel, code, account)
@@ -277,7 +299,10 @@ def test_a_late_success_after_a_failure_is_one_discrepancy_and_no_second_credit(
     # 2 failed callbacks (duplicates), then the platform credits after all: 2 successes
     posts = answered(setup, recharge_id, 4)
     assert [p["status"] for p in posts if p["answer"] == 200] == [
-        "failed", "failed", "success", "success",
+        "failed",
+        "failed",
+        "success",
+        "success",
     ]
     assert len(setup.platform.credits(account)) == 1  # the platform did credit it, late
 
@@ -285,9 +310,10 @@ def test_a_late_success_after_a_failure_is_one_discrepancy_and_no_second_credit(
     assert seen["status"] == "failed"
     assert seen["membership"] is None
     assert seen["discrepancy"]["kind"] == "late_success"
-    assert seen["discrepancy"]["platform_order_id"] == setup.platform.credits(account)[0][
-        "platform_order_id"
-    ]
+    assert (
+        seen["discrepancy"]["platform_order_id"]
+        == setup.platform.credits(account)[0]["platform_order_id"]
+    )
     names = saga_events(setup, recharge_id)
     assert names.count("DiscrepancyFound") == 1
     listed = listed_discrepancies(setup)
@@ -321,7 +347,8 @@ def test_a_badly_signed_callback_is_refused_logged_and_the_signed_retry_applies(
     audit = setup.api.operator.get("/v1/audit-log?kind=callback_refused&limit=100")
     assert audit.status_code == 200, audit.text
     lines = [
-        line for line in audit.json()["items"]
+        line
+        for line in audit.json()["items"]
         if line["path"] == f"/v1/platform-callbacks/{setup.platform_id}"
         and line["code"] == "signature_invalid"
     ]
@@ -350,12 +377,23 @@ def test_refusals_record_nothing(knobs: Setup) -> None:
     refused(post_callback(setup, failure | {"order_no": str(uuid.uuid4())}), 404, "not_found")
     refused(post_callback(setup, failure | {"order_no": "not-an-order"}), 404, "not_found")
     refused(post_callback(setup, failure | {"status": "weird"}), 422, "validation_failed")
-    refused(post_callback(setup, {"order_no": recharge_id, "status": "success"}), 422,
-            "validation_failed")
+    refused(
+        post_callback(setup, {"order_no": recharge_id, "status": "success"}),
+        422,
+        "validation_failed",
+    )
     nonce = new_nonce()
-    once = post_callback(setup, {"order_no": recharge_id, "status": "success",
-                                 "platform_order_id": "X", "starts_at": "2026-01-01T00:00:00Z",
-                                 "ends_at": "2026-02-01T00:00:00Z"}, nonce=nonce)
+    once = post_callback(
+        setup,
+        {
+            "order_no": recharge_id,
+            "status": "success",
+            "platform_order_id": "X",
+            "starts_at": "2026-01-01T00:00:00Z",
+            "ends_at": "2026-02-01T00:00:00Z",
+        },
+        nonce=nonce,
+    )
     assert once.status_code == 200 and once.json() == {"received": True}  # a duplicate
     refused(post_callback(setup, failure, nonce=nonce), 401, "signature_invalid")
     assert saga_events(setup, recharge_id) == before
@@ -371,15 +409,23 @@ def test_refusals_record_nothing(knobs: Setup) -> None:
 def test_the_callback_knobs_are_flags_of_ledger_sandbox_platform() -> None:
     flagged = start_platform(
         PLATFORM_ENV,
-        "--callback-url", "http://127.0.0.1:9/v1/platform-callbacks/x",
-        "--callback-probability", "0.5",
-        "--callback-delay-ms", "250",
-        "--callback-duplicates", "2",
+        "--callback-url",
+        "http://127.0.0.1:9/v1/platform-callbacks/x",
+        "--callback-probability",
+        "0.5",
+        "--callback-delay-ms",
+        "250",
+        "--callback-duplicates",
+        "2",
         "--callback-out-of-order",
-        "--callback-bad-signatures", "3",
-        "--late-success-account", "13900000001",
-        "--late-success-account", "13900000002",
-        "--late-success-after-ms", "700",
+        "--callback-bad-signatures",
+        "3",
+        "--late-success-account",
+        "13900000001",
+        "--late-success-account",
+        "13900000002",
+        "--late-success-after-ms",
+        "700",
     )
     try:
         faults = httpx.get(f"{flagged.url}/sandbox/faults", timeout=5).json()

@@ -31,74 +31,23 @@ import pytest
 
 from tests.e2e.conftest import Api, Caller, Server, start_servers
 from tests.e2e.test_platform_callbacks_e2e import (
+    Setup,
     new_account,
+    platform,
     post_callback,
     saga_events,
+    server,
+    server_env,
+    setup,
     stock,
 )
-from tests.recharge_support import Platform, start_platform
+from tests.recharge_support import Platform
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "e2e-callbacks-platform-secret"  # post_callback signs with the callbacks module's
-PARTNER = "e2e-callbacks-partner"
-PLATFORM_ENV = {"LEDGER_PLATFORM_SECRET": SECRET, "LEDGER_PLATFORM_PARTNER_ID": PARTNER}
 SETTLE_SECONDS = 30
 
-
-@pytest.fixture(scope="module")
-def platform() -> Iterator[Platform]:
-    started = start_platform(PLATFORM_ENV)
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-def server_env(platform: Platform, **extra: str) -> dict[str, str]:
-    return PLATFORM_ENV | {
-        "LEDGER_SANDBOX": "true",
-        "LEDGER_SANDBOX_PLATFORM_PORT": str(platform.port),
-        "LEDGER_SANDBOX_PLATFORM_START": "false",
-        "LEDGER_RECHARGE_DEADLINE_SECONDS": "60",
-        **extra,
-    }
-
-
-@pytest.fixture(scope="module")
-def server(database_url: str, platform: Platform) -> Iterator[Server]:
-    (started,) = start_servers(database_url, 1, [server_env(platform)])
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-@dataclass
-class Setup:
-    api: Api
-    platform: Platform
-    platform_id: str
-    product_id: str
-    callback_url: str
-    database_url: str
-
-
-@pytest.fixture(scope="module")
-def setup(api: Api, platform: Platform, server: Server, database_url: str) -> Setup:
-    reply = api.operator.post(
-        "/v1/platforms", {"name": "Refunds (sandbox)", "gateway_url": platform.url}
-    )
-    assert reply.status_code == 201, reply.text
-    platform_id = str(reply.json()["id"])
-    return Setup(
-        api,
-        platform,
-        platform_id,
-        api.product(platform_id),
-        f"{server.base_url}/v1/platform-callbacks/{platform_id}",
-        database_url,
-    )
+__all__ = ["platform", "server", "setup"]  # the callbacks module's fixtures
 
 
 @pytest.fixture
