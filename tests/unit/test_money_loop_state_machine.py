@@ -339,8 +339,12 @@ class MoneyLoop(RuleBasedStateMachine):
                 self.dispatch_one(e)
 
     def dispatch_all(self) -> None:
+        """The dispatcher catches up, every message delivered twice (at least once is all
+        the broker promises, so each handling must be harmless the second time)."""
         while self.to_dispatch:
-            self.dispatch_one(self.to_dispatch.pop(0))
+            e = self.to_dispatch.pop(0)
+            self.dispatch_one(e)
+            self.dispatch_one(e)
 
     def teardown(self) -> None:
         for r in self.all_recharges():
@@ -841,6 +845,21 @@ class MoneyLoop(RuleBasedStateMachine):
                 if row[4] == "matched":
                     matched[(row[0], row[1])] += 1
         assert all(n == 1 for n in matched.values()), matched.most_common(3)
+
+    @invariant()
+    def no_order_is_paid_twice(self) -> None:
+        """An (order, kind) is paid at most once: agreed on one day, or paid by the
+        resolution of one case (a case that pays nothing does not count)."""
+        paid: Counter[tuple[str, str]] = Counter()
+        for s in self.all_settlements():
+            if s.is_reconciled:
+                for row in self.results(s):
+                    if row[5] == "agreed":
+                        paid[(row[0], row[1])] += 1
+        for c in self.all_cases():
+            if c.status == "resolved" and c.resolution["pay"]:
+                paid[(c.order_no, c.line_kind)] += 1
+        assert all(n == 1 for n in paid.values()), paid.most_common(3)
 
 
 MoneyLoop.TestCase.settings = settings(
