@@ -33,7 +33,7 @@ class BalancesView(View):
             for leg, column in legs:
                 total = totals.setdefault((leg.account, leg.asset), [0, 0, event.timestamp])
                 total[column] += leg.amount
-                total[2] = event.timestamp
+                total[2] = max(total[2], event.timestamp)
         rows = [(a, k, posted, pending, at) for (a, k), (posted, pending, at) in totals.items()]
         if rows:
             curs.executemany(
@@ -41,7 +41,10 @@ class BalancesView(View):
                     "INSERT INTO {t} AS b (account, asset, posted, pending, updated_at) "
                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account, asset) DO UPDATE "
                     "SET posted = b.posted + EXCLUDED.posted, "
-                    "pending = b.pending + EXCLUDED.pending, updated_at = EXCLUDED.updated_at",
+                    "pending = b.pending + EXCLUDED.pending, "
+                    # several logs feed one account, applied by runners in any interleaving:
+                    # the latest movement's time, whichever log's runner arrives last
+                    "updated_at = GREATEST(b.updated_at, EXCLUDED.updated_at)",
                     t="balances",
                 ),
                 rows,
@@ -66,9 +69,9 @@ class BalancesReader:
 
     def of_accounts_under(self, prefix: str) -> dict[tuple[str, str], tuple[int, int]]:
         """{(account, asset): (posted, pending)} of every account whose name starts so."""
-        query = SQL(
-            "SELECT account, asset, posted, pending FROM {t} WHERE account LIKE %s"
-        ).format(t=self.table)
+        query = SQL("SELECT account, asset, posted, pending FROM {t} WHERE account LIKE %s").format(
+            t=self.table
+        )
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with self.pool.connection() as conn:
             rows = conn.execute(query, (pattern,)).fetchall()

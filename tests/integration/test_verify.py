@@ -282,7 +282,8 @@ def test_an_altered_recharge_row_is_named(ledger_url: str) -> None:
     with psycopg.connect(ledger_url, autocommit=True) as conn:
         altered = conn.execute(
             "UPDATE recharges_v1 SET status = 'succeeded' WHERE id = "
-            "(SELECT id FROM recharges_v1 ORDER BY id LIMIT 1) RETURNING id"
+            "(SELECT id FROM recharges_v1 WHERE status <> 'succeeded' ORDER BY id LIMIT 1) "
+            "RETURNING id"
         ).fetchone()[0]
     assert_divergence(verified(ledger_url), "view recharges", f"row (id={altered}) differs")
 
