@@ -16,39 +16,13 @@ import typer
 from rich.console import Console
 
 from adapters.settings import Settings
+from api.cli_support import console, database_url, one_line, tool_env
 from api.merchant_settlement_cli import merchant_settlements_cli
 from api.settlement_cli import settlements_cli
 
 cli = typer.Typer(help="The membership-card ledger.", no_args_is_help=True, add_completion=False)
 tokens_cli = typer.Typer(help="Bearer tokens for operator and finance.", no_args_is_help=True)
 cli.add_typer(tokens_cli, name="tokens")
-console = Console(stderr=True)
-
-
-def database_url(settings: Settings) -> str:
-    """The configured server, or the embedded one (started on demand), migrated."""
-    import psycopg
-
-    from adapters import embedded
-    from api.runtime.schema import apply_migrations
-
-    if settings.database_url:
-        url = settings.database_url
-    else:
-        try:
-            url = embedded.start(settings.ledger_data_dir)
-        except embedded.EmbeddedPostgresUnavailable as error:
-            console.print(f"[red]{error}[/red]")
-            raise typer.Exit(2) from error
-    try:
-        applied = apply_migrations(url)
-    except psycopg.OperationalError as error:
-        message = one_line(str(error).splitlines()[0] if str(error) else repr(error))
-        console.print(f"[red]cannot use the database: {message}[/red]", soft_wrap=True)
-        raise typer.Exit(2) from error
-    if applied:
-        console.print(f"applied {applied} migration(s)")
-    return url
 
 
 @cli.command()
@@ -597,13 +571,6 @@ def moment(text: str | None, option: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def tool_env(settings: Settings, url: str) -> dict[str, str]:
-    """Operator tools keep to a connection or two per application."""
-    from adapters.database import application_env
-
-    return application_env(settings, url, POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="2")
-
-
 def wait_for_signal() -> None:
     import threading
 
@@ -794,10 +761,6 @@ def main() -> None:
         print("ledger: stopped", file=sys.stderr)
         status = 130
     sys.exit(status if isinstance(status, int) else 0)
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def cards_app(payouts: bool = False) -> Iterator[tuple[Any, str, Any]]:
     and in sandbox mode), its URL and the settings."""
     from adapters.sandbox_payouts import PostgresSandboxPayouts
     from adapters.settings import Settings
-    from api.cli import console, database_url, tool_env
+    from api.cli_support import console, database_url, tool_env
     from ledger.cards.application import Cards
 
     settings = Settings()
@@ -57,7 +57,7 @@ def statements_followed(url: str, settings: Any) -> Iterator[Any]:
     """The merchant statements view kept up to date while the command runs (a standby if a
     server's runner holds it already), and its reader."""
     from adapters.database import open_pool
-    from api.cli import tool_env
+    from api.cli_support import tool_env
     from ledger.cards.application import Cards
     from projections.catalog import view
     from projections.merchant_statements import MerchantStatementsReader
@@ -85,7 +85,7 @@ def run(
 ) -> None:
     """Settle a merchant's day: collect its unsettled lines, pay what is due (sandbox
     payouts), print the settlement as JSON. Running it again answers the same settlement."""
-    from api.cli import console
+    from api.cli_support import console
     from api.merchant_settlement_presenters import settlement_view
     from ledger.cards.settlements import MerchantSettlements
     from ledger.errors import DomainError
@@ -125,7 +125,7 @@ def export(settlement_id: Annotated[str, typer.Argument(help="The settlement's i
 
 
 def found(app: Any, settlement_id: str) -> Any:
-    from api.cli import console
+    from api.cli_support import console
     from ledger.cards.settlements import MerchantSettlements
     from ledger.errors import NotFound
 

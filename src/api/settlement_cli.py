@@ -57,7 +57,7 @@ def followed(url: str, settings: Any, names: tuple[str, ...]) -> Iterator[None]:
     """These views kept up to date while the command runs (standbys when a server's runners
     hold them), caught up with the logs (bounded) before the command goes on."""
     from adapters.database import open_pool
-    from api.cli import tool_env
+    from api.cli_support import tool_env
     from projections.catalog import view
     from projections.positions import wait_until_caught_up
     from projections.runner import SupervisedRunner
@@ -86,7 +86,7 @@ def settling() -> Iterator[Any]:
     """The process's runtime (applications and settlement steps over the real ports), with
     the settled orders and settlements views followed while the command runs."""
     from adapters.settings import Settings
-    from api.cli import database_url
+    from api.cli_support import database_url
     from api.runtime.worker import Runtime
 
     settings = Settings()
@@ -102,7 +102,7 @@ def settling() -> Iterator[Any]:
 @contextmanager
 def settlements_app() -> Iterator[Any]:
     from adapters.settings import Settings
-    from api.cli import database_url, tool_env
+    from api.cli_support import database_url, tool_env
     from ledger.settlement.application import Settlements
 
     settings = Settings()
@@ -129,7 +129,7 @@ def run(
     `awaiting_approval` when cases are open; running it again answers the same settlement."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from api.cli import console
+    from api.cli_support import console
     from ledger.errors import DomainError
 
     platform, day = an_id(platform_id, "PLATFORM_ID"), a_day(period)
@@ -181,7 +181,7 @@ def listing(
 
     from adapters.database import open_pool
     from adapters.settings import Settings
-    from api.cli import database_url
+    from api.cli_support import database_url
     from projections.settlements import SettlementsReader
 
     platform = an_id(platform_id, "--platform") if platform_id else None
@@ -255,7 +255,7 @@ def print_settlement(s: Any) -> None:
 def export(settlement_id: Annotated[str, typer.Argument(help="The settlement's id.")]) -> None:
     """Write a reconciled settlement's lines as CSV to stdout: order_no, kind, ours, theirs
     (minor units, empty where a side has no line), currency, match, disposition."""
-    from api.cli import console
+    from api.cli_support import console
 
     with settlements_app() as app:
         settlement = found(app, settlement_id)
@@ -277,7 +277,7 @@ def blank(value: Any) -> Any:
 
 
 def found(app: Any, settlement_id: str) -> Any:
-    from api.cli import console
+    from api.cli_support import console
     from ledger.errors import NotFound
 
     wanted = an_id(settlement_id, "SETTLEMENT_ID")
