@@ -213,8 +213,17 @@ class DatabaseHealth:
 
         # psycopg_pool keeps these callbacks as attributes; eventsourcing builds its pool
         # without them, so they are set here, before the pool opens.
+        def putconn(conn: Any, *, give_back: Any = pool.putconn) -> None:
+            # eventsourcing retries a statement that met a lost connection, so the error may
+            # never reach a request's error handler: a connection handed back broken tells the
+            # process the database is away just the same
+            if getattr(conn, "broken", False):
+                self.report(psycopg.OperationalError("a pooled connection was lost"))
+            give_back(conn)
+
         pool._check = check
         pool._reset = stamp
+        pool.putconn = putconn
         pool.max_idle = MAX_IDLE_SECONDS
         pool.timeout = POOL_TIMEOUT_SECONDS
         if isinstance(pool.kwargs, dict):
