@@ -6,9 +6,6 @@ is paid once however often it is asked."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
@@ -27,7 +24,8 @@ from adapters.settlement_statements import (
 from ledger.errors import StateConflict, Unavailable
 from ledger.money import Money
 from ledger.settlement.ports import StatementNotReady
-from tests.integration.test_sandbox_platform import free_port, ledger_command, set_faults
+from tests.integration.test_sandbox_platform import free_port, set_faults
+from tests.recharge_support import start_platform
 
 pytestmark = pytest.mark.integration
 
@@ -40,43 +38,13 @@ DROPPED_AT_START = "order-dropped-at-start"
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    port = free_port()
-    env = os.environ | {"LEDGER_PLATFORM_SECRET": SECRET, "LEDGER_PLATFORM_PARTNER_ID": PARTNER}
-    process = subprocess.Popen(
-        [
-            *ledger_command(),
-            "sandbox-platform",
-            "--port",
-            str(port),
-            "--statement-drop-order",
-            DROPPED_AT_START,
-            "--statement-amount-delta",
-            "250",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
+    env = {"LEDGER_PLATFORM_SECRET": SECRET, "LEDGER_PLATFORM_PARTNER_ID": PARTNER}
+    flags = ["--statement-drop-order", DROPPED_AT_START, "--statement-amount-delta", "250"]
+    platform = start_platform(env, *flags)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the sandbox platform exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{url}/sandbox/faults", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the sandbox platform did not start within 20 s")
-            time.sleep(0.1)
-        yield url
+        yield platform.url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-        if process.stderr:
-            process.stderr.close()
+        platform.stop()
 
 
 @pytest.fixture
