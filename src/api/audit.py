@@ -11,7 +11,6 @@ from uuid import UUID
 
 from fastapi import Request
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 
 from adapters.audit_log import AuditLine, AuditLog
 
@@ -58,15 +57,15 @@ def refusal_recorded(
     return BackgroundTask(write_quietly, audit_log, line)
 
 
-async def record_use(request: Request, principal: Any, request_id: str) -> None:
+def record_use(request: Request, principal: Any, request_id: str) -> None:
     """Who used which token for what: written before the request runs, so an operator's
-    action is never served unrecorded."""
+    action is never served unrecorded. Blocking: called on a worker thread, with the
+    authentication that found the principal."""
     request.state.principal = principal
     audit_log = audit_log_of(request)
     if audit_log is None or principal.role not in AUDITED_ROLES:
         return
-    line = line_for(request, request_id, "token_use", None, "bearer token")
-    await run_in_threadpool(audit_log.write, line)
+    audit_log.write(line_for(request, request_id, "token_use", None, "bearer token"))
 
 
 def write_quietly(audit_log: AuditLog, line: AuditLine) -> None:

@@ -176,30 +176,39 @@ async def authenticate(request: Request) -> Principal:
     return await authenticated(request, spend_nonce=True)
 
 
-async def authenticate_keyed(request: Request) -> Principal:
-    """The same for a request with an Idempotency-Key (api/idempotency.py): a signed
-    request's nonce is spent by the key's claim, in one statement with it."""
-    return await authenticated(request, spend_nonce=False)
-
-
 async def authenticated(request: Request, *, spend_nonce: bool) -> Principal:
-    principal = await identify(request, spend_nonce=spend_nonce)
-    await record_use(request, principal, request_id(request))
-    return principal
+    if not has_credentials(request):
+        raise Problem("unauthorized", "a bearer token or a signed request is needed")
+    body = await request.body() if "X-Key-Id" in request.headers else b""
+    return await run_in_threadpool(partial(identified, spend_nonce=spend_nonce), request, body)
 
 
-async def identify(request: Request, *, spend_nonce: bool = True) -> Principal:
-    """The caller, from a bearer token or a signed request."""
+def identified(request: Request, body: bytes, *, spend_nonce: bool) -> Principal:
+    """The caller, from a bearer token or a signed request (its `body` read already), its
+    token's use audited: the blocking part of authentication, on one worker thread."""
     authenticator = services_of(request).authenticator
     authorization = request.headers.get("Authorization", "")
     if authorization.startswith("Bearer "):
-        return await run_in_threadpool(authenticator.bearer, authorization[7:].strip())
-    if "X-Key-Id" in request.headers:
-        body = await request.body()
-        return await run_in_threadpool(
-            partial(authenticator.signed, spend_nonce=spend_nonce), request, body
-        )
-    raise Problem("unauthorized", "a bearer token or a signed request is needed")
+        principal = authenticator.bearer(authorization[7:].strip())
+    elif "X-Key-Id" in request.headers:
+        principal = authenticator.signed(request, body, spend_nonce=spend_nonce)
+    else:
+        raise Problem("unauthorized", "a bearer token or a signed request is needed")
+    record_use(request, principal, request_id(request))
+    return principal
+
+
+def has_credentials(request: Request) -> bool:
+    return "Authorization" in request.headers or "X-Key-Id" in request.headers
+
+
+def page_principal(request: Request) -> Principal:
+    """An anonymous caller of the recharge page's two calls: the page, known by its address
+    (the page's limits are per address)."""
+    address = request.client.host if request.client else "unknown"
+    page = Principal(role="web", id=address)
+    request.state.principal = page
+    return page
 
 
 async def authenticate_or_page(request: Request) -> Principal:
@@ -208,18 +217,10 @@ async def authenticate_or_page(request: Request) -> Principal:
     return await page_or(request, spend_nonce=True)
 
 
-async def authenticate_or_page_keyed(request: Request) -> Principal:
-    """`authenticate_or_page` for a request with an Idempotency-Key (as `authenticate_keyed`)."""
-    return await page_or(request, spend_nonce=False)
-
-
 async def page_or(request: Request, *, spend_nonce: bool) -> Principal:
-    if "Authorization" in request.headers or "X-Key-Id" in request.headers:
+    if has_credentials(request):
         return await authenticated(request, spend_nonce=spend_nonce)
-    address = request.client.host if request.client else "unknown"
-    page = Principal(role="web", id=address)
-    request.state.principal = page
-    return page
+    return page_principal(request)
 
 
 def require(principal: Principal, *roles: Role) -> None:

@@ -21,16 +21,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import (
     SPEND_NONCE,
     Principal,
-    authenticate_keyed,
-    authenticate_or_page_keyed,
+    has_credentials,
+    identified,
     nonce_reused,
+    page_principal,
 )
 from api.container import services_of
 from api.problems import PROBLEM_JSON, STATUS_BY_CODE, Problem, domain_problem, is_transient
@@ -197,44 +198,55 @@ class IdempotentCall:
             )
 
 
-async def idempotent(
-    request: Request, principal: Principal = Depends(authenticate_keyed)
-) -> AsyncIterator[IdempotentCall]:
-    """FastAPI dependency for every POST: checks the key before the body is even parsed."""
-    async for call in idempotent_call(request, principal):
+async def idempotent(request: Request) -> AsyncIterator[IdempotentCall]:
+    """FastAPI dependency for every POST: the caller is authenticated and the key checked and
+    claimed before the body is even parsed, on one worker thread."""
+    async for call in idempotent_call(request, page=False):
         yield call
 
 
-async def idempotent_page(
-    request: Request, principal: Principal = Depends(authenticate_or_page_keyed)
-) -> AsyncIterator[IdempotentCall]:
-    """The same, for calls the recharge web page may also make."""
-    async for call in idempotent_call(request, principal):
+async def idempotent_page(request: Request) -> AsyncIterator[IdempotentCall]:
+    """The same, for calls the recharge web page may also make (an anonymous caller is the
+    page)."""
+    async for call in idempotent_call(request, page=True):
         yield call
 
 
-async def idempotent_call(request: Request, principal: Principal) -> AsyncIterator[IdempotentCall]:
+async def idempotent_call(request: Request, *, page: bool) -> AsyncIterator[IdempotentCall]:
     """The call, its key claimed; given up if the request is refused before its command runs
     (the refusal propagates through here before its answer is sent)."""
+    if not page and not has_credentials(request):
+        raise Problem("unauthorized", "a bearer token or a signed request is needed")
+    body = await request.body()
+    digest = hashlib.sha256(f"{request.method}\n{request.url.path}\n".encode() + body).digest()
+    call = await run_in_threadpool(arrive, request, body, digest)
+    try:
+        yield call
+    finally:
+        if call.claimed and not call.ran:  # a thread only when there is a claim to give up
+            await run_in_threadpool(call.give_up_unran)
+
+
+def arrive(request: Request, body: bytes, digest: bytes) -> IdempotentCall:
+    """Who calls (a signed request's nonce left for the claim to spend), then the key checked
+    and claimed: the blocking part of a POST's arrival, in one hop to a worker thread."""
+    if has_credentials(request):
+        principal = identified(request, body, spend_nonce=False)
+    else:
+        principal = page_principal(request)
     key = request.headers.get("Idempotency-Key", "")
     refused_key = not key or len(key) > MAX_KEY_LENGTH or not key.isprintable()
     if refused_key and principal.unspent_nonce is not None:
         # a replayed nonce is refused first, as always
-        authenticator = services_of(request).authenticator
-        await run_in_threadpool(authenticator.accept_nonce_once, *principal.unspent_nonce)
+        services_of(request).authenticator.accept_nonce_once(*principal.unspent_nonce)
     if not key:
         raise Problem("idempotency_key_missing", "every POST needs an Idempotency-Key header")
-    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    if refused_key:
         raise Problem(
             "validation_failed",
             f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
             status=STATUS_BY_CODE["idempotency_key_missing"],
         )
-    body = await request.body()
-    digest = hashlib.sha256(f"{request.method}\n{request.url.path}\n".encode() + body).digest()
     call = IdempotentCall(services_of(request).pool, request, principal, key, digest)
-    await run_in_threadpool(call.claim)
-    try:
-        yield call
-    finally:
-        await run_in_threadpool(call.give_up_unran)
+    call.claim()
+    return call
