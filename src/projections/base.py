@@ -54,8 +54,12 @@ class View(PostgresTrackingRecorder):
         if not events:
             return
         with self.datastore.transaction(commit=True) as curs:
-            self.apply_all(curs, events)
-            self._insert_tracking(curs, events[-1][1])
+            self.write(curs, events)
+
+    def write(self, curs: Cursor[Any], events: Sequence[tuple[Any, Tracking]]) -> None:
+        """Apply events and track the last of them in the caller's transaction."""
+        self.apply_all(curs, events)
+        self._insert_tracking(curs, events[-1][1])
 
     def dead_letter(self, event: Any, tracking: Tracking, error: BaseException) -> None:
         """Keep the failing event and the exception, and move past it."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from psycopg.sql import SQL, Identifier
+import psycopg
+from psycopg.sql import SQL, Composable, Identifier, Literal
 
 
 def head(conn: Any, application_name: str) -> int:
@@ -43,6 +46,69 @@ def live_version(conn: Any, view_name: str) -> int:
     if row is None:
         raise LookupError(f"no view named {view_name!r}")
     return int(row[0])
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What a runner's watchdog reads each round: its view's live version (for a view feed;
+    `view_name` None for a process), its position and the head of its log."""
+
+    view_name: str | None
+    tracking_name: str
+    application_name: str
+
+
+Standing = tuple[int | None, int, int]
+"""A watched feed's live version (None for a process), position and head."""
+
+
+def standings_now(conn: Any, watched: Iterable[Watched]) -> dict[Watched, Standing]:
+    """Where every watched feed stands, read in one statement; feed by feed (as `position`
+    does, a tracking table not there is position 0) if a table is missing (a version
+    dropped while its runner moves on). A view without a live version raises LookupError."""
+    items = list(dict.fromkeys(watched))
+    views = sorted({w.view_name for w in items if w.view_name is not None})
+    logs = sorted({w.application_name for w in items})
+    columns: list[Composable] = [
+        SQL("(SELECT live_version FROM projection_versions WHERE name = {})").format(Literal(v))
+        for v in views
+    ]
+    columns += [
+        SQL("(SELECT coalesce(max(notification_id), 0) FROM {})").format(
+            Identifier(f"{log}_events")
+        )
+        for log in logs
+    ]
+    columns += [
+        SQL("(SELECT notification_id FROM {} WHERE application_name = {})").format(
+            Identifier(f"{w.tracking_name}_tracking"), Literal(w.application_name)
+        )
+        for w in items
+    ]
+    if not columns:
+        return {}
+    try:
+        row = conn.execute(SQL("SELECT ") + SQL(", ").join(columns)).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return {w: standing_of(conn, w) for w in items}
+    versions = dict(zip(views, row[: len(views)], strict=True))
+    heads = dict(zip(logs, row[len(views) : len(views) + len(logs)], strict=True))
+    positions = row[len(views) + len(logs) :]
+    found = {}
+    for w, at in zip(items, positions, strict=True):
+        version = None
+        if w.view_name is not None:
+            version = versions[w.view_name]
+            if version is None:
+                raise LookupError(f"no view named {w.view_name!r}")
+        found[w] = (version, int(at or 0), int(heads[w.application_name]))
+    return found
+
+
+def standing_of(conn: Any, watched: Watched) -> Standing:
+    version = None if watched.view_name is None else live_version(conn, watched.view_name)
+    at = position(conn, watched.tracking_name, watched.application_name)
+    return version, at, head(conn, watched.application_name)
 
 
 def live_tracking_name(conn: Any, view_name: str) -> str:

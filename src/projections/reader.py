@@ -90,6 +90,8 @@ class LogReader:
         self.channel = str(recorder.channel_name)
         self.notifier = notifier
         self.reads = 0
+        self.highest = 0
+        """The last notification id any read returned."""
         self._subscribers: dict[Cursor, threading.Event] = {}
         self._generation = 0
         self._batch: Batch | None = None
@@ -136,6 +138,7 @@ class LogReader:
                 )
                 self.reads += 1
                 batch = self._batch = Batch(generation, start, notifications)
+                self.highest = max(self.highest, batch.last)
         wanted = set(topics)
         mine = [
             n for n in batch.notifications if n.id > after and (not wanted or n.topic in wanted)

@@ -3,13 +3,15 @@
 Every process may start runners; only the one holding a feed's advisory lock runs it, the
 others wait as standby and take over when the holder's connection goes away. A watchdog
 restarts a runner whose position stalls behind the head of its log (a lost NOTIFY), and a
-view runner follows its view's live version, moving on when a rebuild switches versions.
+view runner follows its view's live version, moving on when a rebuild switches versions; the
+watchdogs of a process read where they all stand in one statement, about once a second.
 
 A runner that is behind applies the events already read in runs (at most `RUN_LIMIT`), each
 run in one transaction with one tracking record: a view's rows, or a process's new events,
 commit together with the position of the run's last event. A run that fails is applied again
 one event at a time, which finds the failing event and keeps each one's handling (a view's
-dead letters; a process stops at it).
+dead letters; a process stops at it). The views of a process following one log commit their
+runs together, a round per transaction (`projections.rounds`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -37,13 +39,16 @@ from eventsourcing.utils import Environment
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from projections.base import TRANSIENT
-from projections.positions import head, live_version, position
+from projections.base import TRANSIENT, ViewProjection
+from projections.positions import Standing, Watched, live_version, standings_now
 from projections.reader import LogReader
+from projections.rounds import CommitRounds
 
 log = logging.getLogger(__name__)
 
 STALL_SECONDS = 15.0
+WATCH_SECONDS = 1.0
+"""How old an answer to the watchdogs may be: one read a second for all of a process's."""
 RUN_LIMIT = 256
 """Events a runner applies in one transaction at most (those already read, never waited for)."""
 
@@ -304,6 +309,7 @@ class Shared:
         self._applications: dict[type[Any], Any] = {}
         self._datastore: Any = None
         self._readers: dict[str, LogReader] = {}
+        self._rounds: dict[str, CommitRounds] = {}
         self._mutex = threading.Lock()
         url = database_url or _url_of(env)
         self.notifier = Notifier(url)
@@ -314,6 +320,11 @@ class Shared:
             if application.name not in self._readers:
                 self._readers[application.name] = LogReader(application.recorder, self.notifier)
             return self._readers[application.name]
+
+    def rounds(self, application: Any) -> CommitRounds:
+        """The commit rounds of the views following this application's log here."""
+        with self._mutex:
+            return self._rounds.setdefault(application.name, CommitRounds())
 
     def application(self, application_class: type[Any]) -> Any:
         with self._mutex:
@@ -375,12 +386,14 @@ class SharedRunner:
     ) -> None:
         self.projection = projection
         self.owned = owned
+        self.reader = shared.reader(application)
         self.subscription = EventStream(
             application,
-            shared.reader(application),
+            self.reader,
             gt=tracking.max_tracking_id(application.name),
             topics=projection.topics,
         )
+        self.rounds = shared.rounds(application) if isinstance(projection, ViewProjection) else None
         self.error: BaseException | None = None
         self.finished = threading.Event()
         self.thread = threading.Thread(target=self._process, daemon=True)
@@ -398,13 +411,26 @@ class SharedRunner:
             self.owned.close()
 
     def _process(self) -> None:
+        if self.rounds is not None:
+            self.rounds.join(self)
         try:
             while run := self.subscription.next_run(RUN_LIMIT):
-                apply_run(self.projection, run)
+                if self.rounds is not None:
+                    self.rounds.apply(self, self.projection, run)
+                else:
+                    apply_run(self.projection, run)
         except BaseException as error:  # noqa: BLE001 - reported by run_forever
             self.error = error
         finally:
+            if self.rounds is not None:
+                self.rounds.leave(self)
             self.finished.set()
+
+    def expecting(self) -> bool:
+        """Whether a run is on its way: read ahead, or read by the log's reader past this
+        runner's cursor (a round waits for it)."""
+        subscription = self.subscription.subscription
+        return subscription.has_read_ahead() or subscription.cursor() < self.reader.highest
 
     def run_forever(self, timeout: float) -> None:
         """Wait up to `timeout`; raise what stopped the processing, if it stopped."""
@@ -466,20 +492,26 @@ class LockSession:
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self.epoch = 0
+        self.reads = 0
         self._conn: Any = None
         self._mutex = threading.Lock()
+        self._watched: dict[Watched, int] = {}
+        self._seen: tuple[float, int, dict[Watched, Standing]] = (0.0, 0, {})
 
     def run(self, query: Any) -> tuple[Any, int]:
         with self._mutex:
-            if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=3)
-                self.epoch += 1
-            try:
-                return query(self._conn), self.epoch
-            except psycopg.OperationalError:
-                self._conn.close()
-                self._conn = None
-                raise
+            return self._run(query)
+
+    def _run(self, query: Any) -> tuple[Any, int]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=3)
+            self.epoch += 1
+        try:
+            return query(self._conn), self.epoch
+        except psycopg.OperationalError:
+            self._conn.close()
+            self._conn = None
+            raise
 
     def try_lock(self, key: int) -> int | None:
         """The epoch the lock is held in, or None if another session holds it."""
@@ -487,6 +519,35 @@ class LockSession:
             lambda conn: conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
         )
         return epoch if got else None
+
+    @contextlib.contextmanager
+    def watching(self, watched: Watched) -> Iterator[None]:
+        """While a runner runs, its feed is read with every other one of the process."""
+        with self._mutex:
+            self._watched[watched] = self._watched.get(watched, 0) + 1
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._watched[watched] -= 1
+                if not self._watched[watched]:
+                    del self._watched[watched]
+
+    def standing(self, watched: Watched) -> tuple[Standing, int]:
+        """Where a watched feed stands, and the epoch: every watchdog of the process is
+        answered from one read of all the feeds watched, made again once it is
+        `WATCH_SECONDS` old (or of another epoch, or without the feed asked for)."""
+        with self._mutex:
+            at, epoch, found = self._seen
+            fresh = time.monotonic() - at < WATCH_SECONDS and epoch == self.epoch
+            if not fresh or watched not in found:
+                at = time.monotonic()
+                found, epoch = self._run(
+                    lambda conn: standings_now(conn, [*self._watched, watched])
+                )
+                self._seen = (at, epoch, found)
+                self.reads += 1
+            return found[watched], epoch
 
     def unlock(self, key: int, epoch: int) -> None:
         with contextlib.suppress(psycopg.Error):
@@ -559,25 +620,22 @@ class SupervisedRunner(threading.Thread):
 
     def _watch(self, runner: Any, feed: Feed, version: int | None, epoch: int) -> None:
         """Run until stopped, the lock is lost, the live version changes, or it stalls."""
+        view_name = cast(VersionedFeed, self.source).view_name if version is not None else None
+        watched = Watched(view_name, feed.tracking_name, feed.application_name)
         last_position, since = -1, time.monotonic()
-        while not self.stopping.is_set():
-            runner.run_forever(timeout=1.0)
-            (live, at, top), now_epoch = self.session.run(
-                lambda conn: (
-                    self._live_version(conn) if version is not None else None,
-                    position(conn, feed.tracking_name, feed.application_name),
-                    head(conn, feed.application_name),
-                )
-            )
-            if now_epoch != epoch:
-                log.warning("%s lost its lock with its connection; competing again", feed.name)
-                return
-            if live != version:
-                log.info("%s: version %s is no longer live; moving on", feed.name, version)
-                return
-            if at != last_position:
-                last_position, since = at, time.monotonic()
-            elif top > at and time.monotonic() - since > STALL_SECONDS:
-                log.warning("%s stalled at %s behind the head; restarting", feed.name, at)
-                self.restarts += 1
-                return
+        with self.session.watching(watched):
+            while not self.stopping.is_set():
+                runner.run_forever(timeout=1.0)
+                (live, at, top), now_epoch = self.session.standing(watched)
+                if now_epoch != epoch:
+                    log.warning("%s lost its lock with its connection; competing again", feed.name)
+                    return
+                if live != version:
+                    log.info("%s: version %s is no longer live; moving on", feed.name, version)
+                    return
+                if at != last_position:
+                    last_position, since = at, time.monotonic()
+                elif top > at and time.monotonic() - since > STALL_SECONDS:
+                    log.warning("%s stalled at %s behind the head; restarting", feed.name, at)
+                    self.restarts += 1
+                    return
