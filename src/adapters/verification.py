@@ -142,14 +142,22 @@ class PostgresVerificationCodes:
             return VerificationLocked("too many wrong tries: ask for a new code")
         return VerificationFailed(f"the verification code is wrong ({left} tries left)")
 
-    def use(self, channel_id: UUID, account: str) -> None:
-        """The code did its work: no live code of the (channel, account) is accepted again."""
+    def use(self, channel_id: UUID, account: str, sender: str) -> None:
+        """The code did its work: no live code of the (channel, account) is accepted again,
+        and `sender`, who used it, is known to the account from now on."""
         with self.pool.connection() as conn:
-            conn.execute(
-                "UPDATE verification_codes SET used_at = now() WHERE channel_id = %s "
-                "AND account = %s AND used_at IS NULL",
-                (channel_id, account),
-            )
+            conn.execute(USE, {"channel": channel_id, "account": account, "sender": sender})
+
+    def known(self, account: str, sender: str, within_seconds: int) -> bool:
+        """Whether `sender` used a code of the account, through any channel, in the last
+        `within_seconds`."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM known_senders WHERE account = %s AND sender = %s "
+                "AND known_at > now() - make_interval(secs => %s))",
+                (account, sender, within_seconds),
+            ).fetchone()
+        return bool(row[0])
 
     def _digits(self, nonce: bytes) -> str:
         number = int.from_bytes(hmac.new(self.digits_key, nonce, hashlib.sha256).digest(), "big")
@@ -160,6 +168,15 @@ class PostgresVerificationCodes:
         return hmac.new(self.key, message, hashlib.sha256).digest()
 
 
+USE = (
+    "WITH used AS (UPDATE verification_codes SET used_at = now() "
+    "WHERE channel_id = %(channel)s AND account = %(account)s AND used_at IS NULL) "
+    "INSERT INTO known_senders AS k (account, sender, known_at) "
+    "VALUES (%(account)s, %(sender)s, now()) "
+    "ON CONFLICT (account, sender) DO UPDATE SET known_at = excluded.known_at"
+)
+"""The codes marked used and their user known, in one statement (migrations/0020): the user is
+recorded even when a concurrent use marked the codes first."""
 LIVE_CODES = (
     "SELECT v.id, v.code_hash, v.attempts, coalesce(a.wrong, 0) "
     "FROM verification_codes v LEFT JOIN verification_attempts a "
@@ -188,3 +205,12 @@ def judge(rows: list[Any], typed: bytes) -> DomainError | None:
     if any(hmac.compare_digest(bytes(stored), typed) for _, stored, _, _ in triable):
         return None
     return WRONG
+
+
+def prune_known_senders(pool: Any, older_than_seconds: int = 2 * 86_400) -> None:
+    """Forget senders not known for longer than the placement asks about."""
+    with pool.connection() as conn:
+        conn.execute(
+            "DELETE FROM known_senders WHERE known_at < now() - make_interval(secs => %s)",
+            (older_than_seconds,),
+        )

@@ -17,6 +17,7 @@ from adapters.verification import (
     TRIES_PER_SENDER,
     VALID_SECONDS,
     PostgresVerificationCodes,
+    prune_known_senders,
 )
 from ledger.errors import VerificationFailed, VerificationLocked
 from tests.conftest import migrated_database
@@ -88,7 +89,7 @@ def test_a_send_from_anyone_re_sends_the_live_code_instead_of_replacing_it(
     assert live_codes(pool, account) == 1
 
     codes.check(CHANNEL, account, users, USER)
-    codes.use(CHANNEL, account)
+    codes.use(CHANNEL, account, USER)
     with pytest.raises(VerificationFailed):
         codes.check(CHANNEL, account, users, USER)  # used: not accepted again
 
@@ -180,3 +181,35 @@ def test_a_channel_name_with_control_characters_from_before_still_sends(
             "SELECT message FROM sandbox_sms_outbox WHERE account = %s", (account,)
         ).fetchone()
     assert row is not None and row[0].startswith("[Nulshop] Your verification code is ")
+
+
+DAY = 86_400
+
+
+def test_the_sender_that_used_a_code_is_known_to_the_account_for_a_day(
+    codes: PostgresVerificationCodes, pool: Any, account: str
+) -> None:
+    codes.send(CHANNEL, "Shop", account, ATTACKER)
+    codes.check(CHANNEL, account, sent(pool, account), USER)
+    assert not codes.known(account, USER, DAY)
+
+    codes.use(CHANNEL, account, USER)
+
+    assert codes.known(account, USER, DAY)
+    assert not codes.known(account, ATTACKER, DAY)  # it asked for the code, never typed it
+    assert not codes.known(f"{account}0", USER, DAY)
+    assert live_codes(pool, account) == 0
+    codes.use(CHANNEL, account, "198.51.100.77")  # a use that raced the first: no code left
+    assert codes.known(account, "198.51.100.77", DAY)  # its sender read the code all the same
+
+    with pool.connection() as conn:  # a day and a little more passes
+        conn.execute(
+            "UPDATE known_senders SET known_at = known_at - interval '1 day 1 second' "
+            "WHERE account = %s AND sender = %s",
+            (account, USER),
+        )
+    assert not codes.known(account, USER, DAY)
+    assert codes.known(account, USER, DAY + 2)
+    prune_known_senders(pool, DAY)
+    assert not codes.known(account, USER, 10 * DAY)
+    assert codes.known(account, "198.51.100.77", DAY)

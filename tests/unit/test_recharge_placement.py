@@ -64,6 +64,7 @@ class FakeVerification:
         self.live: set[tuple[UUID, str]] = set()
         self.checked = 0
         self.checked_by: list[str] = []
+        self.used_by: list[tuple[str, str]] = []
 
     def send(self, channel_id: UUID, channel_name: str, account: str, sender: str) -> int:
         self.sent.append((channel_id, channel_name, account))
@@ -77,8 +78,14 @@ class FakeVerification:
         if (channel_id, account) not in self.live or code != "123456":
             raise VerificationFailed("the verification code is wrong")
 
-    def use(self, channel_id: UUID, account: str) -> None:
+    def use(self, channel_id: UUID, account: str, sender: str) -> None:
         self.live.discard((channel_id, account))
+        self.used_by.append((account, sender))
+
+    def known(self, account: str, sender: str, within_seconds: int) -> bool:
+        """Every sender that used a code is known (the window is the adapter's to keep)."""
+        assert within_seconds == 86_400
+        return (account, sender) in self.used_by
 
 
 class Desk:
@@ -365,7 +372,7 @@ def test_a_sender_that_recharged_the_account_before_is_not_held_back_by_its_ceil
     assert "from everywhere" in refused.value.detail
 
     assert desk.placement.send_verification_code(desk.shop, account, USER) == 300
-    assert desk.counters.hits[f"known-sender:{account}:{USER}"] == 1
+    assert desk.verification.used_by == [(account, USER)]
     with pytest.raises(RateLimited) as own:  # its own quota still applies
         for _ in range(3):
             desk.placement.send_verification_code(desk.shop, account, USER)
@@ -398,3 +405,18 @@ def test_a_retry_of_a_placement_whose_answer_was_lost_is_the_same_placement(then
     assert desk.verification.checked == checked  # the checks passed the first time
     with pytest.raises(VerificationFailed):  # another recharge with that used code is refused
         desk.placement.place(uuid4(), desk.shop, "13800138000", desk.codes[1], "123456", ADDRESS)
+
+
+def test_only_a_placement_that_used_the_verification_code_makes_its_sender_known() -> None:
+    desk = Desk()
+    account = "13800138000"
+    desk.placement.send_verification_code(desk.shop, account, ADDRESS)
+    with pytest.raises(VerificationFailed):
+        desk.placement.place(uuid4(), desk.shop, account, desk.codes[0], "654321", ADDRESS)
+    with pytest.raises(CodeInvalid):
+        desk.placement.place(uuid4(), desk.shop, account, WELL_FORMED_UNKNOWN, "123456", ADDRESS)
+    assert desk.verification.used_by == []
+
+    desk.placement.place(uuid4(), desk.shop, account, desk.codes[0], "123456", ADDRESS)
+
+    assert desk.verification.used_by == [(account, ADDRESS)]

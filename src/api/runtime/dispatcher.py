@@ -20,6 +20,7 @@ from eventsourcing.projection import Projection
 
 from adapters.audit_log import AuditLog
 from adapters.rate_limits import RateLimiter
+from adapters.verification import prune_known_senders
 from ledger.cards.application import Cards
 from ledger.cards.settlements import MerchantSettlements
 from ledger.clock import utc_now
@@ -132,6 +133,7 @@ class Sweeper(threading.Thread):
         self.payout_grace = payout_grace
         self.every = every
         self.grace = grace
+        self.pool = pool
         self.limiter = RateLimiter(pool)
         self.audit_log = AuditLog(pool)
         self.audit_retention_days = audit_retention_days
@@ -148,6 +150,7 @@ class Sweeper(threading.Thread):
                 self.sweep()
                 if self.sweeps % 720 == 1:
                     self.limiter.prune()
+                    prune_known_senders(self.pool)
                     self.audit_log.prune(self.audit_retention_days)
             except Exception:
                 log.exception("sweep failed; trying again in %s s", self.every)

@@ -10,7 +10,7 @@ not the user uses up its own quota, not the user's. Above those, one ceiling per
 counted only for requests their sender's own quota let through, bounds what many senders
 together can do (SMS to one phone, guesses at its codes); it is set far above what one person
 needs, so reaching it takes many addresses, and even then the code the user holds stays valid
-and a sender that recharged the account before (KNOWN_SENDER) still gets codes.
+and a sender that recharged the account before (KNOWN_FOR_SECONDS) still gets codes.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ class SendLimits:
     per_account: Limit = Limit(20, 3600)
 
 
-KNOWN_SENDER = Limit(1, 86_400)
+KNOWN_FOR_SECONDS = 86_400
 """A sender whose verification code placed a recharge for an account is known to it for a day
-(the counter's window; kept a second day, it fades out over it): its sends pass the account's
-ceiling, its own quotas still apply. Only someone who read the code on the account's phone
-becomes known, so the ceiling many addresses can reach never stops a returning user."""
+(through any channel): its sends pass the account's ceiling, its own quotas still apply. Only
+someone who read the code on the account's phone becomes known, so the ceiling many addresses
+can reach never stops a returning user. The verification codes record it as they are used."""
 
 
 def sender_of(channel: Channel, address: str | None) -> str:
@@ -130,7 +130,7 @@ class RechargePlacement:
         )
         self._check_sends(f"sms-sender:{account}:{sender}", sends.per_sender_all_channels,
                           "from here")  # fmt: skip
-        if not self._known(account, sender):
+        if not self.verification.known(account, sender, KNOWN_FOR_SECONDS):
             self._check_sends(f"sms-account:{account}", sends.per_account, "from everywhere")
         return self.verification.send(channel.id, channel.name, account, sender)
 
@@ -153,7 +153,7 @@ class RechargePlacement:
             # the same principal and Idempotency-Key after an answer was lost (the process died
             # after the reservation): the checks passed then, and the verification code may
             # already be used; finish what the first try may not have
-            self.verification.use(channel.id, account)
+            self.verification.use(channel.id, account, sender)
             return
         self._check_limits(channel, account, sender, address)
         self.verification.check(channel.id, account, verification_code, sender)
@@ -167,8 +167,7 @@ class RechargePlacement:
             if address is not None:
                 self.counters.hit(f"wrong-codes:{address}", self.limits.lockout)
             raise
-        self.verification.use(channel.id, account)
-        self.counters.hit(f"known-sender:{account}:{sender}", KNOWN_SENDER)
+        self.verification.use(channel.id, account, sender)
 
     def _find(self, typed_code: str) -> tuple[Code | None, CodeMalformed | CodeInvalid | None]:
         """The code typed, read once; a wrong one is refused later, in the order of the checks."""
@@ -206,10 +205,6 @@ class RechargePlacement:
         wait = self.counters.hit(scope, self.limits.per_minute(kind))
         if wait is not None:
             raise RateLimited(f"too many requests for this {kind}; try again in {wait} s", wait)
-
-    def _known(self, account: str, sender: str) -> bool:
-        hits, _ = self.counters.count(f"known-sender:{account}:{sender}", KNOWN_SENDER)
-        return hits > 0
 
     def _check_sends(self, scope: str, limit: Limit, whence: str) -> None:
         wait = self.counters.hit(scope, limit)

@@ -107,5 +107,10 @@ class VerificationCodes(Protocol):
         """VerificationFailed or VerificationLocked unless `code` is one of the account's live
         codes that `sender` may still try."""
 
-    def use(self, channel_id: UUID, account: str) -> None:
-        """The code did its work: it is not accepted again."""
+    def use(self, channel_id: UUID, account: str, sender: str) -> None:
+        """The code did its work: it is not accepted again; `sender`, who used it, becomes
+        known to the account (recorded with the use, whether or not it found a code unused)."""
+
+    def known(self, account: str, sender: str, within_seconds: int) -> bool:
+        """Whether `sender` used a code of the account, through any channel, in the last
+        `within_seconds`."""
