@@ -87,6 +87,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         version="1.0",
         description="Event-sourced, double-entry ledger for selling third-party membership cards.",
         lifespan=lifespan,
+        # metrics are Prometheus's (api/metrics.py); FastAPI's own OpenTelemetry has no
+        # provider here and, on, still asked for one on every request (3 % of a process's time)
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
