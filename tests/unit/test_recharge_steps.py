@@ -4,6 +4,7 @@ the step queue and the webhooks, and the in-memory event store."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -11,8 +12,10 @@ from uuid import UUID, uuid4
 from eventsourcing.persistence import Tracking
 
 from ledger.distribution.application import Distribution
+from ledger.distribution.catalogue import Product
 from ledger.money import Money
 from ledger.recharges.application import Recharges
+from ledger.recharges.callbacks import Callback
 from ledger.recharges.decisions import StepResult
 from ledger.recharges.saga import Recharge
 from ledger.recharges.steps import WEBHOOK_NAMESPACE, RechargeSteps
@@ -87,6 +90,7 @@ class Desk:
         self.distribution = distribution or Distribution(env={"CODE_HASH_KEY": "k"})
         self.recharges = recharges or Recharges()
         platform, self.product, self.shop = uuid4(), uuid4(), uuid4()
+        self.platform_id = platform
         self.distribution.register_platform(platform, "iQiyi", GATEWAY_URL)
         self.distribution.register_product(
             self.product, platform, "VIP monthly", 30, Money(3000), Money(2000)
@@ -320,3 +324,67 @@ def test_a_saga_goes_to_review_once_past_its_deadline():
 
 def final_event(desk: Desk, recharge_id: UUID) -> Any:
     return list(desk.recharges.repository.event_store.get(recharge_id))[-1]
+
+
+def reads_of(*applications: Any) -> Counter[UUID]:
+    """Counts each aggregate's reads from the event stores of `applications` from now on."""
+    reads: Counter[UUID] = Counter()
+    for application in applications:
+        store = application.repository.event_store
+        get = store.get
+
+        def counted(*args: Any, _get: Any = get, **kwargs: Any) -> Any:
+            reads[kwargs["originator_id"] if "originator_id" in kwargs else args[0]] += 1
+            return _get(*args, **kwargs)
+
+        store.get = counted
+    return reads
+
+
+def test_a_step_reads_its_recharge_once_and_the_product_once_a_process():
+    """The result is recorded on the recharge the step read before its call (a conflict
+    would read it again); a product never changes, its platform's gateway may move."""
+    desk = Desk()
+    first, second = desk.reserve(0), desk.reserve(1)
+    reads = reads_of(desk.recharges, desk.distribution)
+
+    desk.steps.run_step(first, "1-recharge")
+    desk.steps.run_step(second, "1-recharge")
+
+    assert (reads[first], reads[second]) == (1, 1)
+    assert reads[desk.product] == 1
+    assert reads[desk.platform_id] == 2
+    assert desk.recharge(first).status == desk.recharge(second).status == "succeeded"
+
+
+def test_a_result_for_a_recharge_changed_during_the_call_is_decided_on_fresh_state():
+    """The platform's callback settled the recharge while the step waited for the answer: the
+    step's result, decided on what the step read, conflicts and is decided again: ignored."""
+    desk = Desk()
+    recharge_id = desk.reserve()
+    called_back = Callback(
+        "success", CREDITED.platform_order_id, CREDITED.starts_at, CREDITED.ends_at
+    )
+    answer = desk.platform.recharge
+
+    def answer_after_the_callback(*asked: Any) -> StepResult:
+        desk.recharges.record_platform_news(recharge_id, called_back, desk.clock())
+        return answer(*asked)
+
+    setattr(desk.platform, "recharge", answer_after_the_callback)  # noqa: B010
+    desk.steps.run_step(recharge_id, "1-recharge")
+
+    events = list(desk.recharges.repository.event_store.get(recharge_id))
+    assert [type(e) for e in events].count(Recharge.Succeeded) == 1
+    assert desk.recharge(recharge_id).status == "succeeded"
+
+
+def test_a_product_records_nothing_after_its_registration():
+    """What lets a step keep a product as first read (RechargeSteps._product): a product
+    event other than its registration would have to be read fresh, like the platform's."""
+    recorded = {
+        name
+        for name, kind in vars(Product).items()
+        if isinstance(kind, type) and issubclass(kind, Product.Event)
+    }
+    assert recorded - {"Event", "Created"} == {"Registered"}

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
@@ -41,11 +42,50 @@ from projections.runner import ViewFeed
 log = logging.getLogger(__name__)
 
 
+class SagasInFlight:
+    """The recharges the dispatcher follows, folded from their events as it handles them, so
+    a final state is settled without reading the recharge again. Only a recharge followed
+    from its first event, with no event missed, is kept (a dispatcher started mid-saga reads
+    it); a final one is let go (a later refund's outcome is rare: read then); at most
+    `limit`, the oldest let go first."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self.followed: dict[UUID, Recharge] = {}
+
+    def follow(self, e: Any) -> Recharge | None:
+        """The recharge as of `e` if every event before it was followed, else None."""
+        recharge_id: UUID = e.originator_id
+        if isinstance(e, Recharge.Requested):
+            recharge = e.mutate(None)
+        else:
+            recharge = self.followed.pop(recharge_id, None)
+            if recharge is None:
+                return None
+            if recharge.version == e.originator_version - 1:
+                recharge = e.mutate(recharge)
+            elif recharge.version > e.originator_version:  # a run handled again: catching up
+                self.followed[recharge_id] = recharge
+                return None
+            elif recharge.version < e.originator_version:  # an event missed: read when settled
+                return None
+        if recharge.is_final:
+            return recharge
+        self.followed[recharge_id] = recharge
+        if len(self.followed) > self.limit:
+            del self.followed[next(iter(self.followed))]
+        return recharge
+
+
 class Dispatcher(Projection[PostgresTrackingRecorder]):
     name = "dispatcher"
     steps: RechargeSteps
     queue: StepQueue
     late_successes: LateSuccesses | None = None
+
+    def __init__(self, view: PostgresTrackingRecorder) -> None:
+        super().__init__(view)
+        self.sagas = SagasInFlight()
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         self.dispatch(domain_event)
@@ -71,11 +111,12 @@ class Dispatcher(Projection[PostgresTrackingRecorder]):
 
     def dispatch(self, e: Any) -> None:
         """What one event of the recharges log asks of the outside world."""
+        followed = self.sagas.follow(e) if isinstance(e, Recharge.Event) else None
         if isinstance(e, Recharge.StepScheduled):
             step = Step(e.number, e.kind, e.due_at)
             self.queue.enqueue_step(e.originator_id, step.id, step.due_at)
         elif isinstance(e, Recharge.Succeeded | Recharge.Failed):
-            self.steps.settle(e.originator_id)
+            self.steps.settle(e.originator_id, followed)
         elif isinstance(e, Recharge.RefundStepScheduled):
             step_id = RefundStep(e.number, e.kind, e.due_at).id
             self.queue.enqueue_step(e.originator_id, step_id, e.due_at)

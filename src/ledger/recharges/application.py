@@ -3,6 +3,7 @@ by the results of its steps, resolved by operators."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -49,9 +50,17 @@ class Recharges(LedgerApplication, EventSourcedProjection[UUID]):
             )
 
     def record_step_result(
-        self, recharge_id: UUID, step_id: str, result: StepResult, now: datetime
+        self,
+        recharge_id: UUID,
+        step_id: str,
+        result: StepResult,
+        now: datetime,
+        read: Recharge | None = None,
     ) -> Recharge:
-        return self._change(recharge_id, self.recharge, lambda r: r.record(step_id, result, now))
+        """`read`, the recharge as the step read it before its call, is decided on first."""
+        return self._change(
+            recharge_id, self._read_first(read), lambda r: r.record(step_id, result, now)
+        )
 
     def record_platform_news(
         self, recharge_id: UUID, callback: Callback, now: datetime | None = None
@@ -74,8 +83,12 @@ class Recharges(LedgerApplication, EventSourcedProjection[UUID]):
             recharge_id, self.recharge, lambda r: r.request_refund(refund_id, reason, by, now)
         )
 
-    def refund_sending(self, recharge_id: UUID, step_id: str) -> Recharge:
-        return self._change(recharge_id, self.recharge, lambda r: r.refund_sending(step_id))
+    def refund_sending(
+        self, recharge_id: UUID, step_id: str, read: Recharge | None = None
+    ) -> Recharge:
+        return self._change(
+            recharge_id, self._read_first(read), lambda r: r.refund_sending(step_id)
+        )
 
     def record_refund_answer(
         self,
@@ -84,10 +97,11 @@ class Recharges(LedgerApplication, EventSourcedProjection[UUID]):
         asked: RefundStepKind,
         answer: RefundAnswer,
         now: datetime,
+        read: Recharge | None = None,
     ) -> Recharge:
         return self._change(
             recharge_id,
-            self.recharge,
+            self._read_first(read),
             lambda r: r.record_refund_answer(step_id, asked, answer, now),
         )
 
@@ -102,3 +116,17 @@ class Recharges(LedgerApplication, EventSourcedProjection[UUID]):
     def recharge(self, recharge_id: UUID) -> Recharge:
         found: Recharge = self._get(recharge_id, Recharge, "recharge")
         return found
+
+    def _read_first(self, read: Recharge | None) -> Callable[[UUID], Recharge]:
+        """A command's getter that answers `read` (the recharge as the caller just read it,
+        its own copy) the first time, so it is not read twice, and the recharge read afresh
+        after that: a save on a stale `read` conflicts (its version is taken), and the
+        command decides again on fresh state."""
+        first = [read] if read is not None else []
+
+        def get(recharge_id: UUID) -> Recharge:
+            if first and first[0].id == recharge_id:
+                return first.pop()
+            return self.recharge(recharge_id)
+
+        return get

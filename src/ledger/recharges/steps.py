@@ -15,6 +15,7 @@ from uuid import UUID
 
 from ledger.clock import Clock, utc_now
 from ledger.distribution.application import Distribution
+from ledger.distribution.catalogue import Product
 from ledger.errors import StateConflict
 from ledger.recharges.application import Recharges
 from ledger.recharges.decisions import Step, StepResult
@@ -23,6 +24,8 @@ from ledger.recharges.refunds import RefundAnswer, RefundStepKind, is_refund_ste
 from ledger.recharges.saga import Recharge
 
 WEBHOOK_NAMESPACE = uuid.UUID("5d2b1f7e-0c8a-4e6b-9f3d-7a1c2e4b6d80")
+PRODUCTS_KEPT = 1024
+"""Products a process keeps as read (a catalogue holds far fewer; past this, it starts over)."""
 
 
 class RechargeSteps:
@@ -43,6 +46,7 @@ class RechargeSteps:
         self.queue = queue
         self.notifications = notifications
         self.clock = clock
+        self.products: dict[UUID, Product] = {}
 
     def run_step(self, recharge_id: UUID, step_id: str) -> None:
         """Ask the platform what the saga's current step asks, and record the answer.
@@ -61,13 +65,15 @@ class RechargeSteps:
             self.queue.enqueue_step(recharge.id, step_id, step.due_at)
             return
         result = self._ask_platform(recharge, step)
-        self.recharges.record_step_result(recharge.id, step_id, result, self.clock())
+        self.recharges.record_step_result(recharge.id, step_id, result, self.clock(), recharge)
 
-    def settle(self, recharge_id: UUID) -> dict[str, Any] | None:
+    def settle(self, recharge_id: UUID, final: Recharge | None = None) -> dict[str, Any] | None:
         """A succeeded recharge redeems its code, a failed one releases it for another try;
         then the channel's webhook, if it has one, is sent the final state (also returned).
-        Settling again changes no code and sends the event under the same id."""
-        recharge = self.recharges.recharge(recharge_id)
+        Settling again changes no code and sends the event under the same id. `final`, the
+        recharge as of its Succeeded or Failed event when the caller holds it (the dispatcher
+        follows the log), is not read again."""
+        recharge = final if final is not None else self.recharges.recharge(recharge_id)
         if recharge.status == "refunded":  # settled late: as it was when it succeeded
             recharge = self.recharges.repository.get(
                 recharge_id, version=recharge.succeeded_version
@@ -102,9 +108,11 @@ class RechargeSteps:
             return
         asked = step_to_run(step, step_id in recharge.refund_steps_sent)
         if asked == "refund":
-            recharge = self.recharges.refund_sending(recharge.id, step_id)
+            recharge = self.recharges.refund_sending(recharge.id, step_id, recharge)
         answer = self._ask_refund(recharge, refund["refund_no"], asked)
-        self.recharges.record_refund_answer(recharge.id, step_id, asked, answer, self.clock())
+        self.recharges.record_refund_answer(
+            recharge.id, step_id, asked, answer, self.clock(), recharge
+        )
 
     def settle_refund(self, recharge_id: UUID, refund_id: UUID) -> dict[str, Any] | None:
         """A refund's outcome: accepted, the consumed unit returns to the issuing channel's
@@ -137,8 +145,20 @@ class RechargeSteps:
         for recharge_id in recharge_ids:
             self.recharges.check_deadline(recharge_id, now)
 
+    def _product(self, product_id: UUID) -> Product:
+        """A product as registered: nothing changes a product after (catalogue.Product has
+        no other event), so each process reads it once. The platform, whose gateway can
+        move, is read fresh at every call."""
+        product = self.products.get(product_id)
+        if product is None:
+            product = self.distribution.product(product_id)
+            if len(self.products) >= PRODUCTS_KEPT:
+                self.products.clear()
+            self.products[product_id] = product
+        return product
+
     def _ask_platform(self, recharge: Recharge, step: Step) -> StepResult:
-        product = self.distribution.product(recharge.product_id)
+        product = self._product(recharge.product_id)
         platform = self.distribution.platform(product.platform_id)
         gateway = self.gateways.gateway_for(platform.gateway_url)
         order_no = str(recharge.id)
@@ -151,7 +171,7 @@ class RechargeSteps:
     def _ask_refund(
         self, recharge: Recharge, refund_no: str, asked: RefundStepKind
     ) -> RefundAnswer:
-        product = self.distribution.product(recharge.product_id)
+        product = self._product(recharge.product_id)
         platform = self.distribution.platform(product.platform_id)
         gateway = self.gateways.gateway_for(platform.gateway_url)
         if asked == "refund":
