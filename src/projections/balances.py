@@ -11,7 +11,7 @@ from psycopg import Cursor
 from psycopg.sql import SQL, Identifier
 
 from ledger.postings import Holds, Postings
-from projections.base import View
+from projections.base import View, columns
 
 
 class BalancesView(View):
@@ -23,7 +23,7 @@ class BalancesView(View):
         self.apply_all(curs, [(event, tracking)])
 
     def apply_all(self, curs: Cursor[Any], events: Sequence[tuple[Any, Tracking]]) -> None:
-        """One upsert per account and asset for the whole run of events."""
+        """One upsert of every account and asset the run of events moves."""
         totals: dict[tuple[str, str], list[Any]] = {}
         for event, _ in events:
             postings = getattr(event, "postings", None)
@@ -34,12 +34,14 @@ class BalancesView(View):
                 total = totals.setdefault((leg.account, leg.asset), [0, 0, event.timestamp])
                 total[column] += leg.amount
                 total[2] = max(total[2], event.timestamp)
+        # in key order: the runners of several logs lock the rows they share in one order
         rows = [(a, k, posted, pending, at) for (a, k), (posted, pending, at) in totals.items()]
         if rows:
-            curs.executemany(
+            curs.execute(
                 self.sql(
                     "INSERT INTO {t} AS b (account, asset, posted, pending, updated_at) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account, asset) DO UPDATE "
+                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], "
+                    "%s::timestamptz[]) ON CONFLICT (account, asset) DO UPDATE "
                     "SET posted = b.posted + EXCLUDED.posted, "
                     "pending = b.pending + EXCLUDED.pending, "
                     # several logs feed one account, applied by runners in any interleaving:
@@ -47,7 +49,7 @@ class BalancesView(View):
                     "updated_at = GREATEST(b.updated_at, EXCLUDED.updated_at)",
                     t="balances",
                 ),
-                rows,
+                columns(sorted(rows), 5),
             )
 
 

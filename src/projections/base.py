@@ -96,6 +96,43 @@ class View(PostgresTrackingRecorder):
         return versioned(cls.view_name, version)
 
 
+def track_all(curs: Cursor[Any], tracked: Sequence[tuple[View, Tracking]]) -> None:
+    """Several views' tracking rows in one statement, each written as eventsourcing writes a
+    single-row tracking (`_insert_tracking`): refused unless it moves the position forward."""
+    if len(tracked) < 2 or not all(v.datastore.single_row_tracking for v, _ in tracked):
+        for view, tracking in tracked:
+            view._insert_tracking(curs, tracking)
+        return
+    moves, counts, params = [], [], []
+    for n, (view, tracking) in enumerate(tracked):
+        name = Identifier(f"t{n}")
+        table = SQL("{}.{}").format(
+            Identifier(view.datastore.schema), Identifier(view.tracking_table_name)
+        )
+        moves.append(
+            SQL(
+                "{name} AS (INSERT INTO {table} AS t VALUES (%s, %s) ON CONFLICT "
+                "(application_name) DO UPDATE SET notification_id = EXCLUDED.notification_id "
+                "WHERE t.notification_id < EXCLUDED.notification_id RETURNING 1)"
+            ).format(name=name, table=table)
+        )
+        counts.append(SQL("(SELECT count(*) FROM {name}) AS {name}").format(name=name))
+        params += [tracking.application_name, tracking.notification_id]
+    query = SQL("WITH {} SELECT {}").format(SQL(", ").join(moves), SQL(", ").join(counts))
+    row = curs.execute(query, params).fetchone()
+    assert row is not None
+    moved = list(row.values()) if isinstance(row, dict) else list(row)
+    refused = [t for (_, t), count in zip(tracked, moved, strict=True) if count != 1]
+    if refused:
+        raise persistence.IntegrityError(f"Failed to record tracking for {refused}")
+
+
+def columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as one list per column: the parameters of one statement that unnests them all
+    (`SELECT * FROM unnest(%s::uuid[], %s::text[], ...)`) instead of one per row."""
+    return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in range(width)]
+
+
 def versioned(base: str, version: int) -> str:
     return f"{base}_v{version}"
 

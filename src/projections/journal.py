@@ -13,7 +13,7 @@ from psycopg import Cursor
 from psycopg.sql import SQL, Identifier
 
 from ledger.postings import Holds, Postings
-from projections.base import View
+from projections.base import View, columns
 
 
 class JournalView(View):
@@ -40,8 +40,11 @@ class JournalView(View):
             position = (tracking.application_name, tracking.notification_id)
             entries.append(
                 (
-                    *position, event.originator_id, event.originator_version,
-                    type(event).__qualname__, event.timestamp,
+                    *position,
+                    event.originator_id,
+                    event.originator_version,
+                    type(event).__qualname__,
+                    event.timestamp,
                     json.dumps(postings.to_rows() if postings else []),
                     json.dumps(holds.to_rows() if holds else []),
                 )
@@ -54,22 +57,21 @@ class JournalView(View):
             ]
         if not entries:
             return
-        curs.executemany(
+        # one statement for the run's entries and their lines (a data-modifying WITH runs
+        # whatever the outer statement reads of it)
+        curs.execute(
             self.sql(
-                "INSERT INTO {j} (application, notification_id, originator_id, "
-                "originator_version, topic, recorded_at, postings, holds) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                j="journal",
-            ),
-            entries,
-        )
-        curs.executemany(
-            self.sql(
+                "WITH entries AS (INSERT INTO {j} (application, notification_id, originator_id, "
+                "originator_version, topic, recorded_at, postings, holds) SELECT * FROM "
+                "unnest(%s::text[], %s::bigint[], %s::uuid[], %s::bigint[], %s::text[], "
+                "%s::timestamptz[], %s::jsonb[], %s::jsonb[])) "
                 "INSERT INTO {l} (application, notification_id, line, account, asset, amount, "
-                "kind, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                "kind, recorded_at) SELECT * FROM unnest(%s::text[], %s::bigint[], %s::int[], "
+                "%s::text[], %s::text[], %s::bigint[], %s::text[], %s::timestamptz[])",
+                j="journal",
                 l="journal_lines",
             ),
-            lines,
+            [*columns(entries, 8), *columns(lines, 8)],
         )
 
 
@@ -92,8 +94,9 @@ class JournalReader:
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         query = (
             "SELECT j.application, j.notification_id, j.originator_id, j.originator_version, "
-            "j.topic, j.recorded_at, j.postings, j.holds FROM journal j " + where +
-            " ORDER BY j.application, j.notification_id LIMIT %s"
+            "j.topic, j.recorded_at, j.postings, j.holds FROM journal j "
+            + where
+            + " ORDER BY j.application, j.notification_id LIMIT %s"
         )
         with self.pool.connection() as conn:
             cursor = conn.execute(query, (*params, limit))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -11,7 +12,7 @@ from psycopg.sql import SQL, Identifier
 
 from ledger.recharges.refunds import RefundStep
 from ledger.recharges.saga import Recharge
-from projections.base import View
+from projections.base import View, columns
 
 
 class RechargesView(View):
@@ -20,28 +21,48 @@ class RechargesView(View):
     keys = {"recharges": "id"}
 
     def apply(self, curs: Cursor[Any], event: Any, tracking: Tracking) -> None:
-        e = event
-        row = {"id": e.originator_id, "at": e.timestamp}
+        self.apply_all(curs, [(event, tracking)])
+
+    def apply_all(self, curs: Cursor[Any], events: Sequence[tuple[Any, Tracking]]) -> None:
+        """A run in passes: a recharge's n-th event of the run in the n-th pass, so a pass
+        changes each recharge once and its rows in any order. In a pass, the recharges
+        requested are inserted in one statement, those scheduled and those ended updated in
+        one statement each, and the rarer events one statement each."""
+        passes: list[dict[str, list[Any]]] = []
+        seen: dict[Any, int] = {}
+        for event, _ in events:
+            change = self.change(event)
+            if change is None:
+                continue
+            n = seen.get(event.originator_id, 0)
+            seen[event.originator_id] = n + 1
+            if n == len(passes):
+                passes.append({})
+            statement, row = change
+            passes[n].setdefault(statement, []).append(row)
+        for each in passes:
+            for statement, rows in each.items():
+                if statement in BATCHED:
+                    width, text = BATCHED[statement]
+                    curs.execute(self.sql(text, t="recharges"), columns(rows, width))
+                else:
+                    for row in rows:
+                        curs.execute(self.sql(statement, t="recharges"), row)
+
+    @staticmethod
+    def change(e: Any) -> tuple[str, Any] | None:
+        """The statement an event needs (a key of BATCHED, or a statement of its own) and
+        its row."""
         if isinstance(e, Recharge.Requested):
-            statement = (
-                "INSERT INTO {t} (id, channel_id, code_id, product_id, account, status, "
-                "deadline, requested_at, updated_at) VALUES (%(id)s, %(channel_id)s, "
-                "%(code_id)s, %(product_id)s, %(account)s, 'pending', %(deadline)s, %(at)s, %(at)s)"
-            )
-            row |= {
-                "channel_id": e.channel_id,
-                "code_id": e.code_id,
-                "product_id": e.product_id,
-                "account": e.account,
-                "deadline": e.deadline,
-            }
-        elif isinstance(e, Recharge.StepScheduled):
-            statement = (
-                "UPDATE {t} SET step_id = %(step)s, step_due_at = %(due)s, updated_at = %(at)s "
-                "WHERE id = %(id)s"
-            )
-            row |= {"step": f"{e.number}-{e.kind}", "due": e.due_at}
-        elif isinstance(e, Recharge.RefundRequested):
+            requested = (e.originator_id, e.channel_id, e.code_id, e.product_id, e.account)
+            return REQUESTED, (*requested, e.deadline, e.timestamp)
+        if isinstance(e, Recharge.StepScheduled):
+            return SCHEDULED, (e.originator_id, f"{e.number}-{e.kind}", e.due_at, e.timestamp)
+        if type(e) in STATUS_AFTER:
+            status, failure = STATUS_AFTER[type(e)], getattr(e, "reason", None)
+            return ENDED, (e.originator_id, status, failure, e.timestamp)
+        row: dict[str, Any] = {"id": e.originator_id, "at": e.timestamp}
+        if isinstance(e, Recharge.RefundRequested):
             statement = (
                 "UPDATE {t} SET refund_no = %(no)s, refund_status = 'pending', "
                 "updated_at = %(at)s WHERE id = %(id)s"
@@ -71,15 +92,36 @@ class RechargesView(View):
                 "UPDATE {t} SET discrepancy = %(kind)s, updated_at = %(at)s WHERE id = %(id)s"
             )
             row |= {"kind": e.kind}
-        elif type(e) in STATUS_AFTER:
-            statement = (
-                "UPDATE {t} SET status = %(status)s, failure = %(failure)s, step_id = NULL, "
-                "step_due_at = NULL, updated_at = %(at)s WHERE id = %(id)s"
-            )
-            row |= {"status": STATUS_AFTER[type(e)], "failure": getattr(e, "reason", None)}
         else:
-            return
-        curs.execute(self.sql(statement, t="recharges"), row)
+            return None
+        return statement, row
+
+
+REQUESTED, SCHEDULED, ENDED = "requested", "scheduled", "ended"
+BATCHED = {
+    REQUESTED: (
+        7,
+        "INSERT INTO {t} (id, channel_id, code_id, product_id, account, status, deadline, "
+        "requested_at, updated_at) SELECT id, channel_id, code_id, product_id, account, "
+        "'pending', deadline, at, at FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], "
+        "%s::uuid[], %s::text[], %s::timestamptz[], %s::timestamptz[]) "
+        "AS u(id, channel_id, code_id, product_id, account, deadline, at)",
+    ),
+    SCHEDULED: (
+        4,
+        "UPDATE {t} AS r SET step_id = u.step, step_due_at = u.due, updated_at = u.at "
+        "FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::timestamptz[]) "
+        "AS u(id, step, due, at) WHERE r.id = u.id",
+    ),
+    ENDED: (
+        4,
+        "UPDATE {t} AS r SET status = u.status, failure = u.failure, step_id = NULL, "
+        "step_due_at = NULL, updated_at = u.at FROM unnest(%s::uuid[], %s::text[], "
+        "%s::text[], %s::timestamptz[]) AS u(id, status, failure, at) WHERE r.id = u.id",
+    ),
+}
+"""The statements of the frequent events, each for many recharges at once (its columns,
+its text)."""
 
 
 STATUS_AFTER = {

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import psycopg
 from eventsourcing.persistence import Tracking
 
-from projections.base import TRANSIENT, ViewProjection
+from projections.base import TRANSIENT, ViewProjection, track_all
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ class CommitRounds:
         try:
             with ordered[0].projection.view.datastore.transaction(commit=True) as curs:
                 for each in ordered:
-                    each.projection.view.write(curs, each.run)
+                    each.projection.view.apply_all(curs, each.run)
+                track_all(curs, [(each.projection.view, each.run[-1][1]) for each in ordered])
         except TRANSIENT as error:
             if rolled_back(error):
                 log.info("a round of %d views was rolled back; each applies its run", len(handed))

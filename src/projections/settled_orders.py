@@ -22,7 +22,7 @@ from psycopg.sql import SQL, Identifier
 
 from ledger.money import Money
 from ledger.settlement.ports import Line, LineKind
-from projections.base import View
+from projections.base import View, columns
 from projections.positions import head, live_tracking_name, position
 
 # Matched by topic: RefundAccepted is recorded by recharges that can be refunded, and a view
@@ -80,46 +80,49 @@ class SettledOrdersView(View):
             elif name in LINE_KINDS:
                 order_no = str(event.originator_id)
                 at = event.timestamp
-                lines.append((order_no, LINE_KINDS[name], order_no, at, period_of(at)))
+                lines.append((order_no, LINE_KINDS[name], at, period_of(at)))
             log = tracking.application_name
             marks[log] = max(marks[log], event.timestamp) if log in marks else event.timestamp
         if products:
-            curs.executemany(
+            curs.execute(
                 self.sql(
-                    "INSERT INTO {t} (product_id, platform_id, amount, currency) "
-                    "VALUES (%s, %s, %s, %s)",
+                    "INSERT INTO {t} (product_id, platform_id, amount, currency) SELECT * FROM "
+                    "unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[])",
                     t="settled_products",
                 ),
-                products,
+                columns(products, 4),
             )
         if requests:
-            curs.executemany(
+            curs.execute(
                 self.sql(
-                    "INSERT INTO {t} (order_no, product_id) VALUES (%s, %s)",
+                    "INSERT INTO {t} (order_no, product_id) SELECT * FROM "
+                    "unnest(%s::text[], %s::uuid[])",
                     t="settled_order_products",
                 ),
-                requests,
+                columns(requests, 2),
             )
         if lines:
             # A line whose order was never requested fails on product_id NOT NULL: loud,
             # never a line quietly left out of a settlement.
-            curs.executemany(
+            curs.execute(
                 self.sql(
-                    "INSERT INTO {o} (order_no, kind, product_id, at, period) VALUES "
-                    "(%s, %s, (SELECT product_id FROM {p} WHERE order_no = %s), %s, %s)",
+                    "INSERT INTO {o} (order_no, kind, product_id, at, period) SELECT "
+                    "u.order_no, u.kind, (SELECT product_id FROM {p} p WHERE p.order_no = "
+                    "u.order_no), u.at, u.period FROM unnest(%s::text[], %s::text[], "
+                    "%s::timestamptz[], %s::date[]) AS u(order_no, kind, at, period)",
                     o="settled_orders",
                     p="settled_order_products",
                 ),
-                lines,
+                columns(lines, 4),
             )
-        curs.executemany(
+        curs.execute(
             self.sql(
-                "INSERT INTO {t} AS m (application, last_at) VALUES (%s, %s) "
-                "ON CONFLICT (application) DO UPDATE SET last_at = greatest(m.last_at, "
-                "EXCLUDED.last_at)",
+                "INSERT INTO {t} AS m (application, last_at) SELECT * FROM "
+                "unnest(%s::text[], %s::timestamptz[]) ON CONFLICT (application) DO UPDATE "
+                "SET last_at = greatest(m.last_at, EXCLUDED.last_at)",
                 t="settled_marks",
             ),
-            list(marks.items()),
+            columns(sorted(marks.items()), 2),
         )
 
 

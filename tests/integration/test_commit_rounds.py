@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from eventsourcing import persistence
+from eventsourcing.persistence import Tracking
 
 from ledger.distribution.application import Distribution
 from ledger.distribution.movements import Deposit
 from ledger.money import Money
 from projections.balances import BalancesView
+from projections.base import track_all
 from projections.catalog import view
 from projections.positions import head
 from projections.runner import LockSession, Shared, SupervisedRunner
@@ -43,8 +46,8 @@ def distribution_feeds(names: tuple[str, ...] = VIEWS) -> list[Any]:
 class Process:
     """The runners of one `ledger projections run`, for the views of Distribution's log."""
 
-    def __init__(self, url: str, feeds: list[Any]) -> None:
-        self.url, self.feeds, env = url, feeds, app_env(url)
+    def __init__(self, url: str, feeds: list[Any], top: UUID) -> None:
+        self.url, self.feeds, self.top, env = url, feeds, top, app_env(url)
         self.distribution = Distribution(env=env)
         self.session = LockSession(url)
         self.shared = Shared(env, url, applications={Distribution: self.distribution})
@@ -66,23 +69,31 @@ class Process:
 
     def deposit(self, amount: Money) -> int:
         """A deposit to the top channel, applied by every view; the deposit's position."""
-        self.distribution.deposit(uuid4(), golden_top(self), amount)
+        self.distribution.deposit(uuid4(), self.top, amount)
         with psycopg.connect(self.url, autocommit=True) as conn:
             at = head(conn, "distribution") - 1  # the Deposit, then the channel's event
         wait_caught_up(self.url, self.feeds, timeout=30)
         return at
 
 
-def golden_top(process: Process) -> Any:
-    return process.top  # type: ignore[attr-defined]
+def scalar(conn: Any, query: str, params: tuple[Any, ...] = ()) -> Any:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, query
+    return row[0]
+
+
+def posted(conn: Any, channel: UUID) -> int:
+    query = "SELECT posted FROM balances WHERE account = %s AND asset = 'CNY'"
+    return int(scalar(conn, query, (f"channel:{channel}:funds",)))
 
 
 def tracked_by(conn: Any, names: tuple[str, ...]) -> dict[str, str]:
     """The transaction that last wrote each view's tracking row of Distribution's log."""
     return {
-        name: conn.execute(
-            f"SELECT xmin::text FROM {name}_v1_tracking WHERE application_name = 'distribution'"
-        ).fetchone()[0]
+        name: scalar(
+            conn,
+            f"SELECT xmin::text FROM {name}_v1_tracking WHERE application_name = 'distribution'",
+        )
         for name in names
     }
 
@@ -91,8 +102,7 @@ def test_the_views_of_one_log_commit_a_deposit_in_one_transaction(
     ledger_url: str, golden: Golden
 ) -> None:
     writers: list[set[str]] = []
-    with Process(ledger_url, distribution_feeds()) as process:
-        process.top = golden.history.top  # type: ignore[attr-defined]
+    with Process(ledger_url, distribution_feeds(), golden.history.top) as process:
         for n in range(6):
             process.deposit(Money(10 + n))
             with psycopg.connect(ledger_url, autocommit=True) as conn:
@@ -100,16 +110,13 @@ def test_the_views_of_one_log_commit_a_deposit_in_one_transaction(
         shared_commits = process.shared.rounds(process.distribution).shared_commits
         funds = process.distribution.channel(golden.history.top).funds["CNY"]
     with psycopg.connect(ledger_url, autocommit=True) as conn:
-        posted = conn.execute(
-            "SELECT posted FROM balances WHERE account = %s AND asset = 'CNY'",
-            (f"channel:{golden.history.top}:funds",),
-        ).fetchone()[0]
+        balance = posted(conn, golden.history.top)
 
     # one transaction wrote the four views' rows and their four tracking rows (a round may
     # miss a view the machine was too slow to hand its run in within the window: not all)
     assert any(len(xids) == 1 for xids in writers), writers
     assert shared_commits >= 1
-    assert posted == funds
+    assert balance == funds
 
 
 def test_a_view_failing_in_a_round_dead_letters_only_its_event_and_holds_back_no_other(
@@ -125,26 +132,21 @@ def test_a_view_failing_in_a_round_dead_letters_only_its_event_and_holds_back_no
 
     monkeypatch.setattr(BalancesView, "apply_all", poisoned)
     with psycopg.connect(ledger_url, autocommit=True) as conn:
-        account = f"channel:{golden.history.top}:funds"
-        before = conn.execute(
-            "SELECT posted FROM balances WHERE account = %s AND asset = 'CNY'", (account,)
-        ).fetchone()[0]
-    with Process(ledger_url, distribution_feeds()) as process:
-        process.top = golden.history.top  # type: ignore[attr-defined]
+        before = posted(conn, golden.history.top)
+    with Process(ledger_url, distribution_feeds(), golden.history.top) as process:
         poison_at = process.deposit(POISON)
         process.deposit(Money(5))
     with psycopg.connect(ledger_url, autocommit=True) as conn:
         letters = conn.execute(
             "SELECT view, application, notification_id, error FROM dead_letters"
         ).fetchall()
-        after = conn.execute(
-            "SELECT posted FROM balances WHERE account = %s AND asset = 'CNY'", (account,)
-        ).fetchone()[0]
-        journaled = conn.execute(
+        after = posted(conn, golden.history.top)
+        journaled = scalar(
+            conn,
             "SELECT count(*) FROM journal WHERE application = 'distribution' "
             "AND notification_id = %s",
             (poison_at,),
-        ).fetchone()[0]
+        )
 
     assert letters == [("balances", "distribution", poison_at, "RuntimeError: poisoned deposit")]
     assert after == before + 5, "the balances moved past the failing event"
@@ -154,10 +156,52 @@ def test_a_view_failing_in_a_round_dead_letters_only_its_event_and_holds_back_no
 def test_the_watchdogs_of_a_process_read_where_they_stand_about_once_a_second(
     ledger_url: str, golden: Golden
 ) -> None:
-    with Process(ledger_url, distribution_feeds()) as process:
+    with Process(ledger_url, distribution_feeds(), golden.history.top) as process:
         reads = process.session.reads
         time.sleep(4.0)
         reads = process.session.reads - reads
 
     # four runners, each looking every second: 16 reads before, one statement each
     assert 2 <= reads <= 7, reads
+
+
+def test_the_tracking_rows_of_a_round_move_in_one_statement_and_never_back(
+    ledger_url: str,
+) -> None:
+    shared = Shared(app_env(ledger_url), ledger_url)
+    views = [
+        spec.view_class.at_version(1)(
+            datastore=shared.datastore(), tracking_table_name=f"{spec.name}_v1_tracking"
+        )
+        for spec in (view("balances"), view("journal"))
+    ]
+    balances, journal = views
+    try:
+        at = [v.max_tracking_id("distribution") or 0 for v in views]
+        with shared.datastore().transaction(commit=True) as curs:
+            track_all(
+                curs,
+                [
+                    (balances, Tracking("distribution", at[0] + 5)),
+                    (journal, Tracking("distribution", at[1] + 7)),
+                ],
+            )
+        moved = [v.max_tracking_id("distribution") for v in views]
+
+        with (
+            pytest.raises(persistence.IntegrityError),
+            shared.datastore().transaction(commit=True) as curs,
+        ):
+            track_all(
+                curs,
+                [
+                    (balances, Tracking("distribution", at[0] + 9)),
+                    (journal, Tracking("distribution", at[1] + 7)),
+                ],
+            )
+        kept = [v.max_tracking_id("distribution") for v in views]
+    finally:
+        shared.close()
+
+    assert moved == [at[0] + 5, at[1] + 7]
+    assert kept == moved, "a refused round moved no view"
