@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.database import DATABASE_ERRORS, RETRY_AFTER_SECONDS
@@ -152,20 +154,47 @@ def request_id(request: Request) -> str:
     return str(request.state.request_id)
 
 
+async def give_up_unran_claim(request: Request) -> None:
+    """A request refused before its command ran gives its Idempotency-Key's claim up (api/
+    idempotency.py) before its answer is sent, so that the key is free again as it was."""
+    call = getattr(request.state, "idempotent_call", None)
+    if call is not None and call.claimed and not call.ran:
+        try:
+            await run_in_threadpool(call.give_up_unran)
+        except Exception:  # noqa: BLE001 - the database away: the claim lapses in 60 s
+            log.warning("claim of request %s not given up", request_id(request), exc_info=True)
+
+
+Handler = Callable[[Request, Any], Awaitable[JSONResponse]]
+
+
 def install(app: FastAPI) -> None:
-    @app.exception_handler(DomainError)
+    def handles(kind: type[Exception]) -> Callable[[Handler], Handler]:
+        """Register a handler for `kind` that first gives up an unran claim."""
+
+        def register(handler: Handler) -> Handler:
+            async def handle(request: Request, exc: Any) -> JSONResponse:
+                await give_up_unran_claim(request)
+                return await handler(request, exc)
+
+            app.add_exception_handler(kind, handle)
+            return handler
+
+        return register
+
+    @handles(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
         return domain_problem(request, exc)
 
-    @app.exception_handler(Problem)
+    @handles(Problem)
     async def api_problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(request, exc.code, exc.detail, **exc.extra)
 
-    @app.exception_handler(ConflictPersisted)
+    @handles(ConflictPersisted)
     async def conflict(request: Request, exc: ConflictPersisted) -> JSONResponse:
         return problem_response(request, "conflict", str(exc), retry_after=1)
 
-    @app.exception_handler(RequestValidationError)
+    @handles(RequestValidationError)
     async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
@@ -175,7 +204,7 @@ def install(app: FastAPI) -> None:
             request, "validation_failed", "the request has invalid fields", errors=errors
         )
 
-    @app.exception_handler(StarletteHTTPException)
+    @handles(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
         code = codes.get(exc.status_code, "bad_request")
@@ -190,9 +219,9 @@ def install(app: FastAPI) -> None:
         return await unexpected(request, exc)
 
     for database_error_class in DATABASE_ERRORS:
-        app.add_exception_handler(database_error_class, database_error)
+        handles(database_error_class)(database_error)
 
-    @app.exception_handler(Exception)
+    @handles(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("request %s failed", request_id(request), exc_info=exc)
         return problem_response(request, "internal_error", "an unexpected error occurred")

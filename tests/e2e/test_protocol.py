@@ -196,6 +196,35 @@ def test_the_same_key_with_another_body_or_path_is_refused(
     assert (again.status_code, again.json()) == (201, first.json())
 
 
+def test_a_request_refused_before_its_command_ran_leaves_its_key_free(
+    api: Api, world: World, db: psycopg.Connection[Any]
+) -> None:
+    """Refused by its body (FastAPI's validation) or by the route before the command (a
+    malformed id): the key's claim is given up before the answer, so the same key then
+    carries another request, neither in flight nor reused."""
+    top = api.top_channel("Free key")
+    api.deposit(top, 5_000)
+    invalid = {"product_id": world.product, "quantity": 0}
+    assert_problem(top.post("/v1/stock-purchases", invalid, idempotency_key="free-k"), 422,
+                   "validation_failed")  # fmt: skip
+    scope = principal_scope(db, top)
+    claims = "SELECT count(*) FROM idempotency_keys WHERE principal = %s AND key = %s"
+    assert db.execute(claims, (scope, "free-k")).fetchone() == (0,)
+    valid = {"product_id": world.product, "quantity": 1}
+    bought = top.post("/v1/stock-purchases", valid, idempotency_key="free-k")
+    assert bought.status_code == 201, bought.text
+
+    resolution = {"outcome": "failed", "note": "no such recharge"}
+    malformed = api.operator.post(
+        "/v1/recharges/not-an-id/resolution", resolution, idempotency_key="free-op-k"
+    )
+    assert malformed.status_code in (404, 422), malformed.text
+    assert db.execute(claims, (principal_scope(db, api.operator), "free-op-k")).fetchone() == (0,)
+    platform = {"name": "After a refusal", "gateway_url": "http://127.0.0.1:9/"}
+    created = api.operator.post("/v1/platforms", platform, idempotency_key="free-op-k")
+    assert created.status_code == 201, created.text
+
+
 def test_a_key_whose_first_request_is_still_running_is_refused(
     api: Api, world: World, db: psycopg.Connection[Any], events: Callable[[], int]
 ) -> None:
@@ -475,12 +504,19 @@ def test_ledger_call_names_the_principal_it_used_on_stderr(api: Api, world: Worl
     # a key given on the command line wins over the environment's token and key alike
     for flag in ("--key-id", "--key"):
         key_given = ledger_call(
-            api, keys | finance, "GET", funds_path(broke), flag, broke.key_id,
-            "--secret", broke.key_secret,
+            api,
+            keys | finance,
+            "GET",
+            funds_path(broke),
+            flag,
+            broke.key_id,
+            "--secret",
+            broke.key_secret,
         )
         assert key_given.returncode == 0, key_given.stderr
         assert key_given.stderr.splitlines() == [
-            f"signed as key {broke.key_id} (from --key-id)", "200 OK"
+            f"signed as key {broke.key_id} (from --key-id)",
+            "200 OK",
         ]
         json.loads(key_given.stdout)
 
