@@ -171,7 +171,45 @@ class ClientResult:
     started: float = 0.0
     ended: float = 0.0
     cpu: float = 0.0  # CPU seconds of the client process in the window (processes only)
+    statements: int = 0  # SQL statements the client's purchases sent (BEGIN/COMMIT included)
     error: str | None = None
+
+
+_client = threading.local()
+
+
+def count_statements() -> None:
+    """Count every statement psycopg sends from a client thread while it buys (each execute,
+    each parameter set of an executemany, each BEGIN/COMMIT a transaction block sends), as
+    benchmarks/statement_counter does for whole processes; the watcher's samples not counted."""
+    import psycopg
+
+    if getattr(psycopg.Cursor.execute, "counted", False):
+        return
+    execute, executemany = psycopg.Cursor.execute, psycopg.Cursor.executemany
+    command = psycopg.Connection._exec_command
+
+    def add(n: int) -> None:
+        if getattr(_client, "buying", False):
+            _client.statements += n
+
+    def counted_execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        add(1)
+        return execute(self, *args, **kwargs)
+
+    def counted_executemany(self: Any, query: Any, params_seq: Any, *a: Any, **k: Any) -> Any:
+        params_seq = list(params_seq)
+        add(len(params_seq))
+        return executemany(self, query, params_seq, *a, **k)
+
+    def counted_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+        add(1)
+        return command(self, *args, **kwargs)
+
+    counted_execute.counted = True  # type: ignore[attr-defined]
+    psycopg.Cursor.execute = counted_execute  # type: ignore[method-assign]
+    psycopg.Cursor.executemany = counted_executemany  # type: ignore[method-assign]
+    psycopg.Connection._exec_command = counted_command  # type: ignore[method-assign]
 
 
 def buy_for(
@@ -181,7 +219,9 @@ def buy_for(
     from ledger.commands import ConflictPersisted
     from ledger.errors import DomainError
 
+    count_statements()
     result = ClientResult()
+    _client.buying, _client.statements = True, 0
     result.started = time.monotonic()
     deadline = result.started + seconds
     clock = time.perf_counter
@@ -197,6 +237,8 @@ def buy_for(
         with counter.get_lock():
             counter.value += 1
     result.ended = time.monotonic()
+    _client.buying = False
+    result.statements = _client.statements
     return result
 
 
@@ -261,6 +303,7 @@ class Outcome:
     latencies: list[float]
     warmup: int
     client_cpu: float = 0.0  # CPU seconds the clients (Python) spent in the window
+    statements: int = 0  # statements the clients sent in the window
     observed: Observed | None = None
 
     @property
@@ -298,6 +341,7 @@ def combine(
         latencies=[x for r in results for x in r.latencies],
         warmup=sum(r.warmup for r in results),
         client_cpu=sum(r.cpu for r in results),
+        statements=sum(r.statements for r in results),
     )
 
 
@@ -407,6 +451,7 @@ def run_threads(
             app.conflicts - conflicts,
         )
         outcome.warmup, outcome.client_cpu, outcome.observed = warmed, cpu, observed
+        outcome.statements = sum(p.statements for p in parts if p is not None)
         return outcome
     finally:
         app.close()
@@ -674,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         "lock waiters",
         "CPU busy",
         "client CPU ms/op",
+        "statements/op",
         "pgbench TPS",
         "ratio",
     ]
@@ -696,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{seen.lock_waiting:.1f}",
             f"{seen.cpu_busy:.0%}",
             f"{o.client_cpu / max(o.ok, 1) * 1000:.1f}",
+            f"{o.statements / max(o.ok, 1):.2f}",
             f"{tps:,.0f}",
             f"{o.ops / tps:.3f}",
         )
@@ -707,7 +754,8 @@ def main(argv: list[str] | None = None) -> int:
         "(every 0.1 s) in which a session held the event table's EXCLUSIVE lock; lock ms/op: "
         "lock held × window ÷ purchases; lock waiters: mean sessions waiting for it; CPU busy: "
         "all of the machine's CPUs, clients and server together; client CPU ms/op: Python's CPU "
-        "time per purchase; ratio: ops/s ÷ pgbench TPS "
+        "time per purchase; statements/op: SQL statements the clients sent in the window "
+        "(reads, saves, retries and refusals included) ÷ purchases; ratio: ops/s ÷ pgbench TPS "
         f"(tpcb-like, scale {scale}, same server, same run; machine CPU busy {pgbench_cpu:.0%})."
     )
     console.print(check)

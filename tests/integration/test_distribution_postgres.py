@@ -235,6 +235,78 @@ def test_concurrent_sub_channels_never_take_more_stock_than_the_parent_holds(
     assert sum(s.funds["CNY"] for s in subs) == 3 * 100_000 - 10 * 2500
 
 
+# A purchase that loses the race for a channel's next version
+
+
+def stocked(setup: Setup, apps: Callable[[], Distribution]) -> None:
+    admin = apps()
+    admin.deposit(uuid4(), setup.top, Money(10 * WHOLESALE))
+    admin.purchase_stock(uuid4(), setup.top, setup.product, 10)
+    admin.set_price(setup.top, setup.product, Money(2500))
+    for sub in setup.subs:
+        admin.deposit(uuid4(), sub, Money(100_000))
+
+
+def reads_and_meanwhile(
+    app: Distribution, channel_id: UUID, meanwhile: Callable[[], Any]
+) -> Counter[UUID]:
+    """Count `app`'s channel reads; the first read of `channel_id` runs `meanwhile` (another
+    instance's command) after it, so what was read is stale by the save."""
+    reads: Counter[UUID] = Counter()
+    read = app.channel
+
+    def channel(wanted: UUID) -> Any:
+        found = read(wanted)
+        reads[wanted] += 1
+        if wanted == channel_id and reads[wanted] == 1:
+            meanwhile()
+        return found
+
+    app.channel = channel  # type: ignore[method-assign]
+    return reads
+
+
+def test_a_purchase_beaten_to_the_parent_by_a_sibling_is_decided_again_on_the_parent_alone(
+    setup: Setup, apps: Callable[[], Distribution]
+) -> None:
+    stocked(setup, apps)
+    one, other = apps(), apps()
+
+    def sibling_buys() -> None:
+        other.purchase_stock(uuid4(), setup.subs[1], setup.product, 1)
+
+    reads = reads_and_meanwhile(one, setup.top, sibling_buys)
+
+    purchase, buyer = one.purchase_stock(uuid4(), setup.subs[0], setup.product, 2)
+
+    assert reads == {setup.subs[0]: 1, setup.top: 2}
+    assert (buyer.funds, buyer.stock_of(setup.product)) == ({"CNY": 100_000 - 2 * 2500}, 2)
+    fresh = apps()
+    top = fresh.channel(setup.top)
+    assert (top.stock_of(setup.product), top.funds) == (7, {"CNY": 3 * 2500})
+    assert fresh.channel(setup.subs[1]).stock_of(setup.product) == 1
+    assert fresh.stock_purchase(purchase.id).quantity == 2
+
+
+def test_a_purchase_whose_buyer_moved_meanwhile_is_decided_again_on_all_of_it(
+    setup: Setup, apps: Callable[[], Distribution]
+) -> None:
+    stocked(setup, apps)
+    one, other = apps(), apps()
+
+    def buyer_is_paid_in() -> None:
+        other.deposit(uuid4(), setup.subs[0], Money(1))
+
+    reads = reads_and_meanwhile(one, setup.subs[0], buyer_is_paid_in)
+
+    _, buyer = one.purchase_stock(uuid4(), setup.subs[0], setup.product, 2)
+
+    assert reads == {setup.subs[0]: 2, setup.top: 3}
+    assert (buyer.funds, buyer.stock_of(setup.product)) == ({"CNY": 100_001 - 2 * 2500}, 2)
+    top = apps().channel(setup.top)
+    assert (top.stock_of(setup.product), top.funds) == (8, {"CNY": 2 * 2500})
+
+
 # Once-only across instances
 
 

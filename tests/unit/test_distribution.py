@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from copy import deepcopy
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.domain import Aggregate
 
 from ledger import accounts
 from ledger.distribution.application import MAX_TREE_DEPTH, ChannelTreeTooDeep, Distribution
+from ledger.distribution.catalogue import Product
+from ledger.distribution.channel import Channel
 from ledger.errors import (
     ChannelSuspended,
     CurrencyMismatch,
@@ -196,6 +200,60 @@ def test_grandchild_buys_from_its_own_parent_not_from_the_top(stocked: World) ->
     assert (w.funds(w.top), w.on_hand(w.top)) == top_before
 
 
+def test_a_purchase_by_a_grandchild_reads_each_channel_of_its_line_once(stocked: World) -> None:
+    w = stocked
+    w.deposit(w.sub, 30_000)
+    w.buy(w.sub, 5)
+    w.app.set_price(w.sub, w.product, Money(2800))
+    w.deposit(w.leaf, 10_000)
+    reads: Counter[UUID] = Counter()
+    read = w.app.channel
+
+    def channel(channel_id: UUID) -> Channel:
+        reads[channel_id] += 1
+        return read(channel_id)
+
+    w.app.channel = channel  # type: ignore[method-assign]
+    w.buy(w.leaf, 1)
+
+    assert reads == {w.leaf: 1, w.sub: 1, w.top: 1}
+
+
+def test_a_product_is_read_once_for_all_its_purchases(world: World) -> None:
+    w = world
+    reads: list[UUID] = []
+    read = w.app.product
+
+    def product(product_id: UUID) -> Product:
+        reads.append(product_id)
+        return read(product_id)
+
+    w.app.product = product  # type: ignore[method-assign]
+    w.deposit(w.top, 100_000)
+    w.buy(w.top, 3)
+    w.app.set_price(w.top, w.product, Money(2500))
+    w.deposit(w.sub, 30_000)
+    w.buy(w.sub, 1)
+    w.buy(w.top, 1)
+
+    assert reads == [w.product, w.product]  # the first purchase's, and the price's
+    assert (w.on_hand(w.top), w.on_hand(w.sub)) == (3, 1)
+
+
+def test_a_product_records_nothing_after_its_registration() -> None:
+    """Purchases keep a product as they first read it: were a product ever changed, they
+    would have to read it again."""
+    changes = [
+        name
+        for name, kind in vars(Product).items()
+        if isinstance(kind, type)
+        and issubclass(kind, Product.Event)
+        and kind is not Product.Event
+        and not issubclass(kind, Aggregate.Created)
+    ]
+    assert changes == []
+
+
 def test_a_new_price_applies_to_later_purchases_only(stocked: World) -> None:
     w = stocked
     w.deposit(w.sub, 30_000)
@@ -301,6 +359,27 @@ def test_a_price_must_be_positive_and_in_the_products_currency(world: World) -> 
         world.app.set_price(world.top, world.product, Money(2500, "USD"))
     assert world.recorded() == before
     assert world.app.channel(world.top).prices == {}
+
+
+# Copies
+
+
+def test_a_copy_of_a_channel_changes_apart_from_the_channel(stocked: World) -> None:
+    w = stocked
+    channel, as_it_was = w.app.channel(w.top), w.app.channel(w.top)
+
+    changed = deepcopy(channel)
+    changed.deposit(uuid4(), Money(7, "USD"))
+    changed.sell(uuid4(), w.product, 1, Money(2500))
+    changed.set_price(w.product, Money(2600), "CNY")
+    changed.set_price(uuid4(), Money(99), "CNY")
+    changed.suspend()
+    changed.ancestry.append(uuid4())
+
+    assert channel.__dict__ == as_it_was.__dict__
+    assert changed.__dict__ != channel.__dict__
+    assert (changed.funds_in("USD"), changed.stock_of(w.product)) == (7, 9)
+    assert w.app.channel(w.top).__dict__ == as_it_was.__dict__
 
 
 # Suspension

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
 from datetime import datetime
 from typing import Any
 from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
 
 from ledger import accounts
 from ledger.applications import LedgerApplication
@@ -27,6 +30,11 @@ from ledger.money import Money, require_quantity
 from ledger.postings import Postings
 
 MAX_TREE_DEPTH = 64
+MAX_PARENT_RACES = 16
+"""Saves a sub-channel's purchase may lose to its siblings' before the command runner's
+back-off takes over."""
+MAX_KNOWN_PRODUCTS = 10_000
+"""Products a Distribution keeps as registered, for purchases to price without a read."""
 
 
 class ChannelTreeTooDeep(InvalidAmount):
@@ -52,6 +60,7 @@ class Distribution(LedgerApplication):
     def __init__(self, env: Any = None, issued_codes: IssuedCodes | None = None) -> None:
         super().__init__(env)
         self.issued_codes = issued_codes
+        self._products: dict[UUID, Product] = {}
 
     @property
     def code_key(self) -> bytes:
@@ -134,13 +143,17 @@ class Distribution(LedgerApplication):
     def purchase_stock(
         self, movement_id: UUID, channel_id: UUID, product_id: UUID, quantity: int
     ) -> tuple[StockPurchase, Channel]:
+        """Buy units for `channel_id`: from the platform at wholesale for a top-level channel,
+        from its parent at the parent's price otherwise. Each channel is read once an attempt,
+        the parent last, just before the save that checks the version of every one saved."""
         require_quantity(quantity)
-        product = self.product(product_id)
-        parent_id = self.channel(channel_id).parent_id
+        product = self._registered_product(product_id)
+        read = self.channel(channel_id)
+        first = [read]  # the buyer as just read decides the first attempt
 
         def decide() -> tuple[StockPurchase, Channel]:
-            buyer = self.channel(channel_id)
-            self.check_line_active(buyer)
+            buyer = first.pop() if first else self.channel(channel_id)
+            buyer.check_active()
             if buyer.parent_id is None:
                 purchase = StockPurchase.from_platform(
                     movement_id,
@@ -152,25 +165,51 @@ class Distribution(LedgerApplication):
                 )
                 buyer.buy(movement_id, product.id, quantity, purchase.total)
                 self.save(purchase, buyer)
-            else:
-                parent = self.channel(buyer.parent_id)
-                purchase = StockPurchase.from_parent(
-                    movement_id,
-                    buyer.id,
-                    parent.id,
-                    product.id,
-                    quantity,
-                    parent.price_for_children(product.id),
-                )
-                buyer.buy(movement_id, product.id, quantity, purchase.total)
-                parent.sell(movement_id, product.id, quantity, purchase.total)
-                self.save(purchase, buyer, parent)
-            return purchase, buyer
+                return purchase, buyer
+            return self._buy_from_parent(movement_id, buyer, product, quantity)
 
         def replay() -> tuple[StockPurchase, Channel]:
             return self._get(movement_id, StockPurchase, "stock purchase"), self.channel(channel_id)
 
-        return self._record_once(movement_id, decide, replay, channel_id, parent_id)
+        return self._record_once(movement_id, decide, replay, channel_id, read.parent_id)
+
+    def _buy_from_parent(
+        self, movement_id: UUID, buyer: Channel, product: Product, quantity: int
+    ) -> tuple[StockPurchase, Channel]:
+        """Sub-channels of one parent race for its next version: a save that lost the race
+        is decided again at once on the parent read afresh and the buyer as it was read. When
+        the parent had not moved, the conflict was the buyer's or the movement id's: it goes
+        back to the command runner, which decides again on everything read afresh."""
+        assert buyer.parent_id is not None
+        above_parent = [self.channel(i) for i in buyer.ancestry[:-1]]
+        lost: IntegrityError | None = None
+        raced_for: int | None = None
+        for _ in range(MAX_PARENT_RACES):
+            buying = deepcopy(buyer)
+            parent = self.channel(buyer.parent_id)
+            if lost is not None and parent.version == raced_for:
+                raise lost
+            raced_for = parent.version
+            for seller_line in (parent, *reversed(above_parent)):
+                seller_line.check_active()
+            purchase = StockPurchase.from_parent(
+                movement_id,
+                buying.id,
+                parent.id,
+                product.id,
+                quantity,
+                parent.price_for_children(product.id),
+            )
+            buying.buy(movement_id, product.id, quantity, purchase.total)
+            parent.sell(movement_id, product.id, quantity, purchase.total)
+            try:
+                self.save(purchase, buying, parent)
+            except IntegrityError as conflict:
+                lost = conflict
+            else:
+                return purchase, buying
+        assert lost is not None
+        raise lost
 
     def set_price(self, channel_id: UUID, product_id: UUID, price: Money) -> Channel:
         product = self.product(product_id)
@@ -433,6 +472,16 @@ class Distribution(LedgerApplication):
 
     def product(self, product_id: UUID) -> Product:
         return self._get(product_id, Product, "product")
+
+    def _registered_product(self, product_id: UUID) -> Product:
+        """A product as it was registered: no command changes a product, so one read serves
+        every later purchase of it in this process (a statement each purchase saves)."""
+        product = self._products.get(product_id)
+        if product is None:
+            product = self.product(product_id)
+            if len(self._products) < MAX_KNOWN_PRODUCTS:
+                self._products[product_id] = product
+        return product
 
     def channel(self, channel_id: UUID) -> Channel:
         return self._get(channel_id, Channel, "channel")

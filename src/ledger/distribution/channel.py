@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -37,6 +40,17 @@ class Channel(Aggregate):
         self.on_hand: dict[str, int] = {}
         self.prices: dict[str, Money] = {}
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Channel:
+        """The repository deep-copies a channel for every read (so a command's changes never
+        reach its cache). A channel's state is immutable values (ids, names, counts, Money)
+        and lists and dicts of them: new lists and dicts sharing those values are as safe,
+        at a small part of the cost; anything else is deep-copied."""
+        copied = object.__new__(type(self))
+        memo[id(self)] = copied
+        for name, value in self.__dict__.items():
+            copied.__dict__[name] = _copy(value, memo)
+        return copied
+
     @property
     def is_top_level(self) -> bool:
         return self.parent_id is None
@@ -69,8 +83,7 @@ class Channel(Aggregate):
     def buy(self, movement_id: UUID, product_id: UUID, quantity: int, cost: Money) -> None:
         if self.funds_in(cost.currency) < cost.amount:
             raise InsufficientFunds(
-                f"{cost.amount} {cost.currency} needed, "
-                f"{self.funds_in(cost.currency)} available"
+                f"{cost.amount} {cost.currency} needed, {self.funds_in(cost.currency)} available"
             )
         self._bought(movement_id, product_id, quantity, cost)
 
@@ -125,3 +138,17 @@ class Channel(Aggregate):
     @event("WebhookSet")
     def set_webhook(self, url: str) -> None:
         self.webhook_url = url
+
+
+_IMMUTABLE = frozenset({str, int, bool, type(None), UUID, datetime, Money})
+
+
+def _copy(value: Any, memo: dict[int, Any]) -> Any:
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is list and all(type(item) in _IMMUTABLE for item in value):
+        return list(value)
+    if kind is dict and all(type(item) in _IMMUTABLE for item in value.values()):
+        return dict(value)
+    return deepcopy(value, memo)
