@@ -125,11 +125,12 @@ def test_a_subscriber_near_behind_is_read_for_with_the_one_asking() -> None:
     assert log.selects == [2]
 
 
-def test_one_far_behind_pages_by_itself_and_the_full_batch_is_read_past(
+def test_one_far_behind_pages_by_itself_up_to_the_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(reader_module, "SELECT_LIMIT", 3)
     monkeypatch.setattr(reader_module, "NEAR", 3)
+    monkeypatch.setattr(reader_module, "WINDOW", 6)
     far, head = Sub(0), Sub(10)
     log, notifier, reader = make(far, head)
     log.append(*["x"] * 12)
@@ -137,4 +138,32 @@ def test_one_far_behind_pages_by_itself_and_the_full_batch_is_read_past(
     assert head.pull(reader) == [11, 12]
     assert log.selects == [10]  # not from 0: the one far behind does not hold it back
     assert far.pull(reader) == list(range(1, 13))
-    assert log.selects == [10, 0, 3, 6, 9, 12]
+    # it pages by itself while behind the window, then is served from it
+    assert log.selects == [10, 0, 3, 6, 9]
+
+
+def test_a_slow_subscriber_costs_no_second_read_of_what_the_window_holds() -> None:
+    slow, fast = Sub(0), Sub(0)
+    log, notifier, reader = make(slow, fast)
+    for n in range(1, 6):
+        log.append("x")
+        notifier.notify()
+        assert fast.pull(reader) == [n]  # the slow one's cursor stays at 0 meanwhile
+    assert slow.pull(reader) == [1, 2, 3, 4, 5]
+    # each row was fetched once: every read began past the window's newest row
+    assert log.selects == [0, 1, 2, 3, 4]
+
+
+def test_the_window_keeps_the_newest_rows_and_one_behind_it_reads_by_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reader_module, "WINDOW", 4)
+    slow, fast = Sub(0), Sub(0)
+    log, notifier, reader = make(slow, fast)
+    for n in range(1, 8):
+        log.append("x")
+        notifier.notify()
+        assert fast.pull(reader) == [n]
+    assert log.selects == [0, 1, 2, 3, 4, 5, 6]
+    assert slow.pull(reader) == [1, 2, 3, 4, 5, 6, 7]
+    assert log.selects == [0, 1, 2, 3, 4, 5, 6, 0]  # rows 1-3 left the window: read again
