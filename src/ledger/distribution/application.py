@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from copy import deepcopy
 from datetime import datetime
 from typing import Any
@@ -33,6 +35,11 @@ MAX_TREE_DEPTH = 64
 MAX_PARENT_RACES = 16
 """Saves a sub-channel's purchase may lose to its siblings' before the command runner's
 back-off takes over."""
+FIRST_RACE_PAUSE = 0.0005
+MAX_RACE_PAUSE = 0.01
+"""A lost race waits a random pause up to FIRST_RACE_PAUSE, doubling with each race lost, at
+most MAX_RACE_PAUSE, before reading the parent again: the losers spread out instead of all
+racing again at once (8 processes on one parent: 154 -> 228 purchases/s, medians of 4)."""
 MAX_KNOWN_PRODUCTS = 10_000
 """Products a Distribution keeps as registered, for purchases to price without a read."""
 
@@ -177,14 +184,16 @@ class Distribution(LedgerApplication):
         self, movement_id: UUID, buyer: Channel, product: Product, quantity: int
     ) -> tuple[StockPurchase, Channel]:
         """Sub-channels of one parent race for its next version: a save that lost the race
-        is decided again at once on the parent read afresh and the buyer as it was read. When
-        the parent had not moved, the conflict was the buyer's or the movement id's: it goes
-        back to the command runner, which decides again on everything read afresh."""
+        is decided again, after a short random pause (its stripes held: the process's other
+        purchases from this parent would race for the same version), on the parent read afresh
+        and the buyer as it was read. When the parent had not moved, the conflict was the
+        buyer's or the movement id's: it goes back to the command runner, which decides again
+        on everything read afresh."""
         assert buyer.parent_id is not None
         above_parent = [self.channel(i) for i in buyer.ancestry[:-1]]
         lost: IntegrityError | None = None
         raced_for: int | None = None
-        for _ in range(MAX_PARENT_RACES):
+        for race in range(MAX_PARENT_RACES):
             buying = deepcopy(buyer)
             parent = self.channel(buyer.parent_id)
             if lost is not None and parent.version == raced_for:
@@ -206,6 +215,7 @@ class Distribution(LedgerApplication):
                 self.save(purchase, buying, parent)
             except IntegrityError as conflict:
                 lost = conflict
+                time.sleep(random.uniform(0, min(MAX_RACE_PAUSE, FIRST_RACE_PAUSE * 2**race)))
             else:
                 return purchase, buying
         assert lost is not None
