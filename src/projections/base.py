@@ -42,6 +42,14 @@ class View(PostgresTrackingRecorder):
         for event, tracking in events:
             self.apply(curs, event, tracking)
 
+    def apply_leading(
+        self, curs: Cursor[Any], events: Sequence[tuple[Any, Tracking]]
+    ) -> list[Deferred]:
+        """What `apply_all` writes but the statements returned: they may ride in one
+        statement with a round's tracking rows (`track_all`)."""
+        self.apply_all(curs, events)
+        return []
+
     def table(self, base: str) -> Identifier:
         return Identifier(versioned(base, self.version))
 
@@ -96,14 +104,28 @@ class View(PostgresTrackingRecorder):
         return versioned(cls.view_name, version)
 
 
-def track_all(curs: Cursor[Any], tracked: Sequence[tuple[View, Tracking]]) -> None:
-    """Several views' tracking rows in one statement, each written as eventsourcing writes a
-    single-row tracking (`_insert_tracking`): refused unless it moves the position forward."""
+Deferred = tuple[Composed, list[Any]]
+"""A data-modifying statement a view defers to its tracking (a CTE of `track_all`'s)."""
+
+
+def track_all(
+    curs: Cursor[Any], tracked: Sequence[tuple[View, Tracking]], deferred: Sequence[Deferred] = ()
+) -> None:
+    """Several views' tracking rows (and statements they deferred) in one statement, each
+    tracking row written as eventsourcing writes a single-row tracking (`_insert_tracking`):
+    refused unless it moves the position forward."""
     if len(tracked) < 2 or not all(v.datastore.single_row_tracking for v, _ in tracked):
+        for statement, values in deferred:
+            curs.execute(statement, values)
         for view, tracking in tracked:
             view._insert_tracking(curs, tracking)
         return
-    moves, counts, params = [], [], []
+    moves: list[Composed] = []
+    counts: list[Composed] = []
+    params: list[Any] = []
+    for n, (statement, values) in enumerate(deferred):
+        moves.append(SQL("{} AS ({})").format(Identifier(f"d{n}"), statement))
+        params += values
     for n, (view, tracking) in enumerate(tracked):
         name = Identifier(f"t{n}")
         table = SQL("{}.{}").format(

@@ -123,9 +123,13 @@ class CommitRounds:
         ordered = sorted(handed, key=lambda h: h.projection.view.view_name)
         try:
             with ordered[0].projection.view.datastore.transaction(commit=True) as curs:
-                for each in ordered:
-                    each.projection.view.apply_all(curs, each.run)
-                track_all(curs, [(each.projection.view, each.run[-1][1]) for each in ordered])
+                deferred = [
+                    statement
+                    for each in ordered
+                    for statement in each.projection.view.apply_leading(curs, each.run)
+                ]
+                tracked = [(each.projection.view, each.run[-1][1]) for each in ordered]
+                track_all(curs, tracked, deferred)
         except TRANSIENT as error:
             if rolled_back(error):
                 log.info("a round of %d views was rolled back; each applies its run", len(handed))

@@ -22,7 +22,7 @@ from psycopg.sql import SQL, Identifier
 
 from ledger.money import Money
 from ledger.settlement.ports import Line, LineKind
-from projections.base import View, columns
+from projections.base import Deferred, View, columns
 from projections.positions import head, live_tracking_name, position
 
 # Matched by topic: RefundAccepted is recorded by recharges that can be refunded, and a view
@@ -65,8 +65,15 @@ class SettledOrdersView(View):
         self.apply_all(curs, [(event, tracking)])
 
     def apply_all(self, curs: Cursor[Any], events: Sequence[tuple[Any, Tracking]]) -> None:
+        for statement, params in self.apply_leading(curs, events):
+            curs.execute(statement, params)
+
+    def apply_leading(
+        self, curs: Cursor[Any], events: Sequence[tuple[Any, Tracking]]
+    ) -> list[Deferred]:
         """Products and orders' products first, then the lines that need them: within one
-        log a line always follows its order's request."""
+        log a line always follows its order's request. The marks are left to the caller
+        (in a round, they ride with the tracking rows)."""
         products, requests, lines = [], [], []
         marks: dict[str, datetime] = {}
         for event, tracking in events:
@@ -115,15 +122,13 @@ class SettledOrdersView(View):
                 ),
                 columns(lines, 4),
             )
-        curs.execute(
-            self.sql(
-                "INSERT INTO {t} AS m (application, last_at) SELECT * FROM "
-                "unnest(%s::text[], %s::timestamptz[]) ON CONFLICT (application) DO UPDATE "
-                "SET last_at = greatest(m.last_at, EXCLUDED.last_at)",
-                t="settled_marks",
-            ),
-            columns(sorted(marks.items()), 2),
+        mark = self.sql(
+            "INSERT INTO {t} AS m (application, last_at) SELECT * FROM "
+            "unnest(%s::text[], %s::timestamptz[]) ON CONFLICT (application) DO UPDATE "
+            "SET last_at = greatest(m.last_at, EXCLUDED.last_at)",
+            t="settled_marks",
         )
+        return [(mark, columns(sorted(marks.items()), 2))]
 
 
 class SettledOrders:

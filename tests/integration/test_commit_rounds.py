@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 __all__ = ["golden", "ledger_url"]
 
-VIEWS = ("balances", "journal", "codes", "directory")
+VIEWS = ("balances", "journal", "codes", "directory", "settled_orders")
 POISON = Money(666_019)
 
 
@@ -106,14 +106,19 @@ def test_the_views_of_one_log_commit_a_deposit_in_one_transaction(
         for n in range(6):
             process.deposit(Money(10 + n))
             with psycopg.connect(ledger_url, autocommit=True) as conn:
-                writers.append(set(tracked_by(conn, VIEWS).values()))
+                mark = scalar(
+                    conn,
+                    "SELECT xmin::text FROM settled_marks_v1 WHERE application = 'distribution'",
+                )
+                writers.append({mark, *tracked_by(conn, VIEWS).values()})
         shared_commits = process.shared.rounds(process.distribution).shared_commits
         funds = process.distribution.channel(golden.history.top).funds["CNY"]
     with psycopg.connect(ledger_url, autocommit=True) as conn:
         balance = posted(conn, golden.history.top)
 
-    # one transaction wrote the four views' rows and their four tracking rows (a round may
-    # miss a view the machine was too slow to hand its run in within the window: not all)
+    # one transaction wrote the five views' rows, their tracking rows and the settled orders'
+    # mark (a round may miss a view the machine was too slow to hand its run in within the
+    # window: not every time)
     assert any(len(xids) == 1 for xids in writers), writers
     assert shared_commits >= 1
     assert balance == funds
@@ -161,7 +166,7 @@ def test_the_watchdogs_of_a_process_read_where_they_stand_about_once_a_second(
         time.sleep(4.0)
         reads = process.session.reads - reads
 
-    # four runners, each looking every second: 16 reads before, one statement each
+    # five runners, each looking every second: 20 reads before, one statement each
     assert 2 <= reads <= 7, reads
 
 

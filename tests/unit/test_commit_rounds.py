@@ -40,10 +40,11 @@ class View:
         self.datastore = datastore
         self.fails = fails
 
-    def apply_all(self, curs: list[str], run: Any) -> None:
+    def apply_leading(self, curs: list[str], run: Any) -> list[Any]:
         if self.fails is not None:
             raise self.fails
         curs.append(f"{self.view_name}:{len(run)}")
+        return []
 
     def _insert_tracking(self, curs: list[str], tracking: Any) -> None:
         curs.append(f"{self.view_name} at {tracking}")
