@@ -16,6 +16,7 @@ from api.metrics import RequestMetrics
 from api.problems import problem_response
 from api.routes import ROUTERS
 from api.runtime.background import start_background
+from api.runtime.heap import settle_heap
 from api.runtime.outage import DatabaseGate
 from api.runtime.services import build_services
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         )
         app.state.services = build_services(settings, database_url, background.runtime)
         app.state.health = background.runtime.health
+        settle_heap()
         try:
             yield
         finally:

@@ -287,6 +287,7 @@ def worker(
     threads: Annotated[int | None, typer.Option(help="Threads (LEDGER_WORKER_THREADS).")] = None,
 ) -> None:
     """Run a dramatiq worker for the saga's steps and the webhooks (needs BROKER_URL)."""
+    from api.runtime.heap import settle_heap
     from api.runtime.worker import Jobs, Runtime, make_broker, start_worker
 
     settings = Settings()
@@ -301,6 +302,7 @@ def worker(
     broker = make_broker(settings.broker_url)
     Jobs(broker, runtime)
     running = start_worker(broker, threads or settings.ledger_worker_threads)
+    settle_heap()
     console.print(f"worker on {settings.broker_url.split('@')[-1]}; Ctrl-C stops it")
     try:
         wait_for_signal()
@@ -319,10 +321,12 @@ def run_projections() -> None:
     """Keep every view, the saga starter and the outbox dispatcher up to date (one active
     runner per view across all processes; the others stand by)."""
     from api.runtime.background import start_background
+    from api.runtime.heap import settle_heap
 
     settings = Settings()
     url = database_url(settings)
     background = start_background(settings, url, with_worker=not settings.broker_url)
+    settle_heap()
     console.print(f"running {len(background.runners)} runners; Ctrl-C stops them")
     try:
         wait_for_signal()
