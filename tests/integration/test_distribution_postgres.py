@@ -14,6 +14,7 @@ import pytest
 from adapters.database import event_store_env
 from ledger import accounts
 from ledger.distribution.application import Distribution
+from ledger.distribution.channel import Channel
 from ledger.errors import InsufficientFunds, InsufficientStock
 from ledger.money import Money
 
@@ -255,7 +256,7 @@ def reads_and_meanwhile(
     reads: Counter[UUID] = Counter()
     read = app.channel
 
-    def channel(wanted: UUID) -> Any:
+    def channel(wanted: UUID) -> Channel:
         found = read(wanted)
         reads[wanted] += 1
         if wanted == channel_id and reads[wanted] == 1:
