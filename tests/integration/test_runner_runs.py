@@ -209,7 +209,7 @@ class Recorded(Dispatcher):
     handled: list[Any]
     fail_on: Any = None
 
-    def dispatch(self, e: Any) -> None:
+    def handle(self, e: Any, followed: Any) -> None:
         if e is self.fail_on:
             raise RuntimeError("the broker refused")
         self.handled.append(e)

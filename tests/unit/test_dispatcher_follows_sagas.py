@@ -7,6 +7,9 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import pytest
+from eventsourcing.persistence import Tracking
+
 from api.runtime.dispatcher import Dispatcher, SagasInFlight
 from ledger.recharges.saga import Recharge
 from ledger.recharges.steps import final_state_event
@@ -99,3 +102,65 @@ def test_at_most_so_many_sagas_are_followed_the_oldest_let_go_first():
 
     assert (reads[older], reads[newer]) == (1, 0)
     assert desk.code_of(older).status == desk.code_of(newer).status == "redeemed"
+
+
+class Tracked:
+    """The dispatcher's tracking recorder: what it was last told."""
+
+    def __init__(self) -> None:
+        self.last: Any = None
+
+    def insert_tracking(self, tracking: Any) -> None:
+        self.last = tracking
+
+
+def tracked_dispatcher(desk: Desk) -> tuple[Dispatcher, Tracked]:
+    bound = type("Bound", (Dispatcher,), {"steps": desk.steps, "queue": desk.queue})
+    tracked = Tracked()
+    return bound(tracked), tracked
+
+
+def two_final_states_last(desk: Desk) -> list[tuple[Any, Any]]:
+    """Two succeeded sagas as a run of the log: every other event first, then both final
+    states one after the other (so both settle at once)."""
+    sagas = [succeeded_saga(desk, code)[1] for code in (0, 1)]
+    ordered = [e for events in sagas for e in events[:-1]] + [events[-1] for events in sagas]
+    return [(e, Tracking("recharges", n)) for n, e in enumerate(ordered, start=1)]
+
+
+def test_a_run_settles_its_final_states_together_and_is_tracked_once_at_its_end():
+    desk = Desk(webhook=WEBHOOK)
+    run = two_final_states_last(desk)
+    dispatcher, tracked = tracked_dispatcher(desk)
+
+    dispatcher.process_run(run)
+
+    recharges = {e.originator_id for e, _ in run}
+    assert all(desk.code_of(r).status == "redeemed" for r in recharges)
+    sent = sorted(event["event_id"] for _, _, event in desk.webhooks.sent)
+    assert sent == sorted(final_state_event(desk.recharge(r))["event_id"] for r in recharges)
+    assert tracked.last == run[-1][1]
+
+
+def test_a_settlement_that_fails_tracks_the_run_up_to_the_event_before_it(monkeypatch: Any):
+    desk = Desk(webhook=WEBHOOK)
+    run = two_final_states_last(desk)
+    first_final = run[-2][0]
+    dispatcher, tracked = tracked_dispatcher(desk)
+    settle = desk.steps.settle
+
+    def failing(recharge_id: UUID, final: Any = None) -> Any:
+        if recharge_id == first_final.originator_id:
+            raise RuntimeError("the database went away")
+        return settle(recharge_id, final)
+
+    monkeypatch.setattr(desk.steps, "settle", failing)
+    with pytest.raises(RuntimeError, match="went away"):
+        dispatcher.process_run(run)
+
+    assert tracked.last == run[-3][1]
+    assert desk.code_of(first_final.originator_id).status != "redeemed"
+    monkeypatch.setattr(desk.steps, "settle", settle)
+    dispatcher.process_run(run[-2:])  # after the restart: from the first not tracked
+    assert desk.code_of(first_final.originator_id).status == "redeemed"
+    assert tracked.last == run[-1][1]

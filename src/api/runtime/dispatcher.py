@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 from uuid import UUID
 
@@ -77,6 +78,10 @@ class SagasInFlight:
         return recharge
 
 
+SETTLING_THREADS = 4
+"""Final states of one run settled at once: their codes' saves meet in one group commit."""
+
+
 class Dispatcher(Projection[PostgresTrackingRecorder]):
     name = "dispatcher"
     steps: RechargeSteps
@@ -86,6 +91,7 @@ class Dispatcher(Projection[PostgresTrackingRecorder]):
     def __init__(self, view: PostgresTrackingRecorder) -> None:
         super().__init__(view)
         self.sagas = SagasInFlight()
+        self._settling: ThreadPoolExecutor | None = None
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         self.dispatch(domain_event)
@@ -94,13 +100,32 @@ class Dispatcher(Projection[PostgresTrackingRecorder]):
     def process_run(self, run: Sequence[tuple[Any, Tracking]]) -> None:
         """Handle each event of a run, then track the last: one tracking write a run (at
         least once still: an event is tracked only after it was handled). A run that fails
-        part-way tracks what was handled before the failure, then the failure goes on."""
+        part-way tracks what was handled before the failure, then the failure goes on.
+
+        The final states of different recharges are settled at once, on a few threads: each
+        settlement is a code's save, and saves arriving together are one group commit (one
+        at a time, each waited for its own commit: the dispatcher, alone on its thread,
+        bounded how fast recharges completed). Any other event waits until the settlements
+        begun before it are done, so a recharge's events are still handled in order; and
+        the run is tracked up to the last event before which everything was handled."""
         handled: Tracking | None = None
+        settling: list[tuple[Future[Any], Tracking | None]] = []
         try:
             for event, tracking in run:
-                self.dispatch(event)
+                if isinstance(event, Recharge.Succeeded | Recharge.Failed) and len(run) > 1:
+                    settled = self._pool().submit(self.handle, event, self.follow(event))
+                    settling.append((settled, handled))
+                else:
+                    if settling:
+                        self._settled(settling)
+                        settling = []
+                    self.dispatch(event)
                 handled = tracking
+            if settling:
+                self._settled(settling)
         except BaseException:
+            if settling:
+                handled = self._settled_before_failure(settling, handled)
             if handled is not None:
                 # what was handled need not be handled again after the restart
                 with contextlib.suppress(Exception):
@@ -109,9 +134,39 @@ class Dispatcher(Projection[PostgresTrackingRecorder]):
         if handled is not None:
             self.view.insert_tracking(handled)
 
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._settling is None:
+            self._settling = ThreadPoolExecutor(SETTLING_THREADS, thread_name_prefix="settle")
+        return self._settling
+
+    @staticmethod
+    def _settled(settling: list[tuple[Future[Any], Tracking | None]]) -> None:
+        """Wait for every settlement begun; the first failure goes on (after all ended)."""
+        wait([future for future, _ in settling])
+        for future, _ in settling:
+            future.result()
+
+    @staticmethod
+    def _settled_before_failure(
+        settling: list[tuple[Future[Any], Tracking | None]], handled: Tracking | None
+    ) -> Tracking | None:
+        """After a failure: what may be tracked, the event before the first settlement that
+        failed or did not end (all of them are waited for first), else `handled`."""
+        wait([future for future, _ in settling])
+        for future, before in settling:
+            if future.cancelled() or future.exception() is not None:
+                return before
+        return handled
+
     def dispatch(self, e: Any) -> None:
         """What one event of the recharges log asks of the outside world."""
-        followed = self.sagas.follow(e) if isinstance(e, Recharge.Event) else None
+        self.handle(e, self.follow(e))
+
+    def follow(self, e: Any) -> Recharge | None:
+        """The recharge as of `e`, when followed from its start (in the log's order)."""
+        return self.sagas.follow(e) if isinstance(e, Recharge.Event) else None
+
+    def handle(self, e: Any, followed: Recharge | None) -> None:
         if isinstance(e, Recharge.StepScheduled):
             step = Step(e.number, e.kind, e.due_at)
             self.queue.enqueue_step(e.originator_id, step.id, step.due_at)
