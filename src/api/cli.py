@@ -77,6 +77,7 @@ def serve(
             host=host,
             port=port,
             log_level="warning",
+            access_log=False,  # not printed at warning, but its line was built per request
             proxy_headers=True,
             forwarded_allow_ips=settings.ledger_trusted_proxies,
         )
