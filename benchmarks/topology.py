@@ -91,7 +91,8 @@ from scratch import create_database, server_facts
 ROOT = Path(__file__).resolve().parent.parent
 KNOWN = {  # what the Procfile's kinds of process do, and when each is ready
     "api": ("ledger serve: the acceptance", None),
-    "projections": ("views, saga starter, dispatcher, sweeper", "runners"),
+    "projections": ("the views; with no sagas kind, the sagas too", "runners"),
+    "sagas": ("saga starter, dispatcher, sweepers", "runners"),
     "worker": ("ledger worker: the partner calls", "worker on"),
 }
 OBSERVER = "observer"  # the benchmark's own queries, kept out of the counts

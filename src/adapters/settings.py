@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     ledger_run_projections: bool = Field(
         default=True, description="Run the projection runners inside `ledger serve`."
     )
+    ledger_projections_feeds: Literal["all", "views", "sagas"] = Field(
+        default="all",
+        description="What `ledger projections run` runs: the views, the sagas (the saga "
+        "starter, the outbox dispatcher and the sweepers), or all of them.",
+    )
     ledger_db_connections: int = Field(
         default=20,
         ge=9,

@@ -10,7 +10,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
@@ -318,15 +318,28 @@ cli.add_typer(projections_cli, name="projections")
 
 
 @projections_cli.command("run")
-def run_projections() -> None:
+def run_projections(
+    feeds: Annotated[
+        str | None,
+        typer.Option(
+            help="all, views, or sagas (the saga starter, the outbox dispatcher and the "
+            "sweepers); LEDGER_PROJECTIONS_FEEDS."
+        ),
+    ] = None,
+) -> None:
     """Keep every view, the saga starter and the outbox dispatcher up to date (one active
     runner per view across all processes; the others stand by)."""
-    from api.runtime.background import start_background
+    from api.runtime.background import Feeds, start_background
     from api.runtime.heap import settle_heap
 
     settings = Settings()
+    chosen = feeds or settings.ledger_projections_feeds
+    if chosen not in ("all", "views", "sagas"):
+        console.print(f"[red]--feeds is all, views or sagas, not {chosen!r}[/red]")
+        raise typer.Exit(2)
+    chosen = cast(Feeds, chosen)
     url = database_url(settings)
-    background = start_background(settings, url, with_worker=not settings.broker_url)
+    background = start_background(settings, url, with_worker=not settings.broker_url, feeds=chosen)
     settle_heap()
     console.print(f"running {len(background.runners)} runners; Ctrl-C stops them")
     try:

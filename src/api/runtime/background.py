@@ -4,7 +4,7 @@ the sweeper, and (without a broker server) the dramatiq worker."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import dramatiq
 
@@ -17,7 +17,7 @@ from ledger.cards.application import Cards
 from ledger.distribution.application import Distribution
 from ledger.recharges.application import Recharges
 from ledger.settlement.application import Settlements
-from projections.catalog import continuous_feeds
+from projections.catalog import PROCESSES, VIEWS
 from projections.runner import LockSession, Shared, SupervisedRunner
 
 
@@ -54,9 +54,21 @@ class Background:
         self.runtime.close()
 
 
+Feeds = Literal["all", "views", "sagas"]
+
+
 def start_background(
-    settings: Settings, database_url: str, *, with_worker: bool, run_projections: bool = True
+    settings: Settings,
+    database_url: str,
+    *,
+    with_worker: bool,
+    run_projections: bool = True,
+    feeds: Feeds = "all",
 ) -> Background:
+    """The runners, sweepers and (without a broker server) the worker of a process. `feeds`
+    splits the runners between processes: the views in one, the sagas (saga starter, outbox
+    dispatcher, sweepers) in another, so that neither waits for the other's share of one
+    interpreter lock; each feed still runs in one process at a time (its advisory lock)."""
     runtime = Runtime(settings, database_url, runners=run_projections)
     broker = make_broker(settings.broker_url)
     jobs = Jobs(broker, runtime)
@@ -68,7 +80,10 @@ def start_background(
         background.supervisor.start()
     if run_projections:
         env = application_env(settings, database_url)
-        feeds = [*continuous_feeds(), dispatcher_feed(jobs.steps, jobs, runtime.late_successes)]
+        views = [feed for spec in VIEWS for feed in spec.feeds()]
+        sagas = [*PROCESSES, dispatcher_feed(jobs.steps, jobs, runtime.late_successes)]
+        by_kind: dict[str, list[Any]] = {"all": [*views, *sagas], "views": views, "sagas": sagas}
+        chosen = by_kind[feeds]
         background.session = LockSession(database_url)
         background.shared = Shared(
             env,
@@ -87,18 +102,23 @@ def start_background(
         )
         background.runners = [
             SupervisedRunner(feed, database_url, env, background.session, background.shared)
-            for feed in feeds
+            for feed in chosen
         ]
-        background.sweeper = Sweeper(
-            jobs.steps,
-            runtime.distribution,
-            background.pool,
-            audit_retention_days=settings.ledger_audit_retention_days,
-            cards=runtime.cards,
-            payout_grace=settings.ledger_payout_grace_seconds,
-        )
-        background.settlement_sweeper = SettlementSweeper(runtime.settlement_steps, background.pool)
-        for thread in [*background.runners, background.sweeper, background.settlement_sweeper]:
+        if feeds != "views":
+            background.sweeper = Sweeper(
+                jobs.steps,
+                runtime.distribution,
+                background.pool,
+                audit_retention_days=settings.ledger_audit_retention_days,
+                cards=runtime.cards,
+                payout_grace=settings.ledger_payout_grace_seconds,
+            )
+            background.settlement_sweeper = SettlementSweeper(
+                runtime.settlement_steps, background.pool
+            )
+        threads: list[Any] = [*background.runners]
+        threads += [background.sweeper, background.settlement_sweeper] if feeds != "views" else []
+        for thread in threads:
             thread.start()
     if with_worker:
         background.worker = start_worker(broker, settings.ledger_worker_threads)
