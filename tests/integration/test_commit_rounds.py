@@ -15,9 +15,7 @@ from eventsourcing import persistence
 from eventsourcing.persistence import Tracking
 
 from ledger.distribution.application import Distribution
-from ledger.distribution.movements import Deposit
 from ledger.money import Money
-from projections.balances import BalancesView
 from projections.base import track_all
 from projections.catalog import view
 from projections.positions import head
@@ -30,13 +28,13 @@ from tests.integration.test_rebuild import (
     stop_runners,
     wait_caught_up,
 )
+from tests.integration.test_runners import POISON, poisoned
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["golden", "ledger_url"]
+__all__ = ["golden", "ledger_url", "poisoned"]
 
 VIEWS = ("balances", "journal", "codes", "directory", "settled_orders")
-POISON = Money(666_019)
 
 
 def distribution_feeds(names: tuple[str, ...] = VIEWS) -> list[Any]:
@@ -125,17 +123,8 @@ def test_the_views_of_one_log_commit_a_deposit_in_one_transaction(
 
 
 def test_a_view_failing_in_a_round_dead_letters_only_its_event_and_holds_back_no_other(
-    ledger_url: str, golden: Golden, monkeypatch: pytest.MonkeyPatch
+    ledger_url: str, golden: Golden, poisoned: None
 ) -> None:
-    original = BalancesView.apply_all
-
-    def poisoned(self: Any, curs: Any, events: Any) -> None:
-        for event, _ in events:
-            if isinstance(event, Deposit.Recorded) and event.amount == POISON:
-                raise RuntimeError("poisoned deposit")
-        original(self, curs, events)
-
-    monkeypatch.setattr(BalancesView, "apply_all", poisoned)
     with psycopg.connect(ledger_url, autocommit=True) as conn:
         before = posted(conn, golden.history.top)
     with Process(ledger_url, distribution_feeds(), golden.history.top) as process:
