@@ -25,6 +25,21 @@ GROUP_COMMIT = "LEDGER_GROUP_COMMIT"
 OFF = ("off", "false", "0", "n", "no")
 
 
+def read_first(read: T | None, get: Callable[[UUID], T]) -> Callable[[UUID], T]:
+    """A command's getter that answers `read` (the aggregate as the caller just read it, its
+    own copy) the first time it is asked for that aggregate, so that a command reads each
+    aggregate once, and reads afresh after that: a save on a stale `read` conflicts (its
+    version is taken), and the command decides again on what it reads then."""
+    first = [read] if read is not None else []
+
+    def get_first(aggregate_id: UUID) -> T:
+        if first and getattr(first[0], "id", None) == aggregate_id:
+            return first.pop()
+        return get(aggregate_id)
+
+    return get_first
+
+
 class LedgerApplication(Application[UUID]):
     """The base of every application of the ledger (an EventSourcedProjection too).
 

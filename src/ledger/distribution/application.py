@@ -12,7 +12,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from ledger import accounts
-from ledger.applications import LedgerApplication
+from ledger.applications import LedgerApplication, read_first
 from ledger.distribution.catalogue import Platform, Product, check_name
 from ledger.distribution.channel import Channel
 from ledger.distribution.code_format import MalformedCode, keyed_hash, new_code
@@ -156,10 +156,10 @@ class Distribution(LedgerApplication):
         require_quantity(quantity)
         product = self._registered_product(product_id)
         read = self.channel(channel_id)
-        first = [read]  # the buyer as just read decides the first attempt
+        get = read_first(read, self.channel)  # the buyer as just read decides the first attempt
 
         def decide() -> tuple[StockPurchase, Channel]:
-            buyer = first.pop() if first else self.channel(channel_id)
+            buyer = get(channel_id)
             buyer.check_active()
             if buyer.parent_id is None:
                 purchase = StockPurchase.from_platform(
@@ -361,10 +361,10 @@ class Distribution(LedgerApplication):
         """Atomically take a code for one recharge; a second taker gets `code_in_use`.
         `found`, the code as the caller just read it, is decided on first (each aggregate read
         once per command); a conflict decides again on the code read afresh."""
-        first = [found] if found is not None and found.id == code else []
+        get = read_first(found, self.code)
 
         def decide() -> Code:
-            found = first.pop() if first else self._get(code, Code, "code")
+            found = get(code)
             if found.status == "reserved" and found.recharge_id == recharge_id:
                 return found
             found.reserve(recharge_id, account, channel_id, now, user)

@@ -3,7 +3,6 @@ by the results of its steps, resolved by operators."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -11,7 +10,7 @@ from uuid import UUID
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.projection import EventSourcedProjection
 
-from ledger.applications import LedgerApplication
+from ledger.applications import LedgerApplication, read_first
 from ledger.distribution.codes import Code
 from ledger.errors import InvalidAmount
 from ledger.recharges.callbacks import Callback, CallbackDecision
@@ -59,7 +58,7 @@ class Recharges(LedgerApplication, EventSourcedProjection[UUID]):
     ) -> Recharge:
         """`read`, the recharge as the step read it before its call, is decided on first."""
         return self._change(
-            recharge_id, self._read_first(read), lambda r: r.record(step_id, result, now)
+            recharge_id, read_first(read, self.recharge), lambda r: r.record(step_id, result, now)
         )
 
     def record_platform_news(
@@ -87,7 +86,7 @@ class Recharges(LedgerApplication, EventSourcedProjection[UUID]):
         self, recharge_id: UUID, step_id: str, read: Recharge | None = None
     ) -> Recharge:
         return self._change(
-            recharge_id, self._read_first(read), lambda r: r.refund_sending(step_id)
+            recharge_id, read_first(read, self.recharge), lambda r: r.refund_sending(step_id)
         )
 
     def record_refund_answer(
@@ -101,7 +100,7 @@ class Recharges(LedgerApplication, EventSourcedProjection[UUID]):
     ) -> Recharge:
         return self._change(
             recharge_id,
-            self._read_first(read),
+            read_first(read, self.recharge),
             lambda r: r.record_refund_answer(step_id, asked, answer, now),
         )
 
@@ -116,17 +115,3 @@ class Recharges(LedgerApplication, EventSourcedProjection[UUID]):
     def recharge(self, recharge_id: UUID) -> Recharge:
         found: Recharge = self._get(recharge_id, Recharge, "recharge")
         return found
-
-    def _read_first(self, read: Recharge | None) -> Callable[[UUID], Recharge]:
-        """A command's getter that answers `read` (the recharge as the caller just read it,
-        its own copy) the first time, so it is not read twice, and the recharge read afresh
-        after that: a save on a stale `read` conflicts (its version is taken), and the
-        command decides again on fresh state."""
-        first = [read] if read is not None else []
-
-        def get(recharge_id: UUID) -> Recharge:
-            if first and first[0].id == recharge_id:
-                return first.pop()
-            return self.recharge(recharge_id)
-
-        return get
