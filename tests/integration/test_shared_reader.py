@@ -114,8 +114,10 @@ def test_two_runners_on_one_log_share_its_reads_and_each_applies_every_event_onc
     assert everything.seen == ids_after(ledger_url, start)
     assert deposits.seen == ids_after(ledger_url, start, DEPOSITED)
     assert len(deposits.seen) == 12 < len(everything.seen)
-    # one read a notification for both runners (each read its own before: 24 or more)
-    assert 12 <= reads <= 14, reads
+    # one read a notification for both runners (each read its own before: 24 or more); a
+    # wake-up or two more under load (the second runner's subscription, a notification that
+    # came during a read): 15 was seen once in a clean-clone run of the whole suite
+    assert 12 <= reads <= 16, reads
 
 
 def test_a_blocked_runner_holds_back_neither_the_others_nor_itself_once_free(
