@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ledger.recharges.ports import Check, Limit
@@ -36,12 +36,14 @@ CHECKS = "SELECT hits_now, hits_before FROM rate_limit_checks(%s, %s, %s, %s, %s
 class RateLimiter:
     """The RateCounters port on PostgreSQL."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, clock: Callable[[], float] = time.time) -> None:
         self.pool = pool
+        self.clock = clock
+        """Seconds since the epoch; a test that compares two ways of deciding holds it still."""
 
     def hit(self, scope: str, limit: Limit) -> int | None:
         """Count one hit; the seconds to wait if that passes the limit, else None."""
-        now = time.time()
+        now = self.clock()
         start = window_start(now, limit)
         with self.pool.connection() as conn:
             current, previous = conn.execute(
@@ -53,7 +55,7 @@ class RateLimiter:
 
     def count(self, scope: str, limit: Limit) -> tuple[float, int]:
         """(estimated hits over the last window, seconds until under the limit), no hit."""
-        now = time.time()
+        now = self.clock()
         start = window_start(now, limit)
         with self.pool.connection() as conn:
             current, previous = conn.execute(
@@ -69,7 +71,7 @@ class RateLimiter:
         index, the seconds to wait), or None when every one passed."""
         if not checks:
             return None
-        now = time.time()
+        now = self.clock()
         starts = [window_start(now, check.limit) for check in checks]
         with self.pool.connection() as conn:
             rows = conn.execute(

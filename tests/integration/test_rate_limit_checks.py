@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,7 +81,11 @@ def test_every_decision_is_the_one_the_checks_made_one_by_one_take(
     limiter: RateLimiter,
 ) -> None:
     """A model: the same random requests against scopes of their own, checked with `hit` and
-    `count` one at a time in the placement's order, give the same refusals."""
+    `count` one at a time in the placement's order, give the same refusals and the same waits.
+    The clock is held still: a wait is counted from the instant of the call, and two calls a
+    moment apart may straddle a second."""
+    instant = time.time()
+    limiter.clock = lambda: instant
     chance = random.Random(11)
     for _ in range(60):
         limits = [Limit(chance.randint(1, 4), HOUR) for _ in range(3)]
