@@ -49,6 +49,13 @@ class Settings(BaseSettings):
         description="What `ledger projections run` runs: the views, the sagas (the saga "
         "starter, the outbox dispatcher and the sweepers), or all of them.",
     )
+    ledger_wake_pace_ms: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="`ledger projections run` wakes the runners of a log at most once in this "
+        "many milliseconds: notifications closer together are gathered into one round.",
+    )
     ledger_db_connections: int = Field(
         default=20,
         ge=9,

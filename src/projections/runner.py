@@ -131,17 +131,67 @@ class ProcessFeed:
             raise
 
 
+class Pacer:
+    """Which channels to wake when, waking each at most once every `pace` seconds."""
+
+    def __init__(self, pace: float) -> None:
+        self.pace = pace
+        self._woken: dict[str, float] = {}
+        self._pending: dict[str, float] = {}
+
+    def arrived(self, channel: str, now: float) -> bool:
+        """A notification on `channel`: whether to wake it now (else it is gathered)."""
+        if channel in self._pending:
+            return False
+        due = self._woken.get(channel, float("-inf")) + self.pace
+        if due <= now:
+            self._woken[channel] = now
+            return True
+        self._pending[channel] = due
+        return False
+
+    def due(self, now: float) -> list[str]:
+        """The gathered channels whose wake-up is due by `now`, taken."""
+        ready = [channel for channel, due in self._pending.items() if due <= now]
+        for channel in ready:
+            del self._pending[channel]
+            self._woken[channel] = now
+        return ready
+
+    def until_next(self, now: float, longest: float) -> float:
+        """How long to wait for notifications before a gathered wake-up falls due."""
+        if not self._pending:
+            return longest
+        return max(0.0, min(longest, min(self._pending.values()) - now))
+
+
 class Notifier:
     """One LISTEN connection per process for the logs of every runner it runs.
 
     Each subscription registers the event it waits on for its application's channel; a NOTIFY
     on that channel sets them all. Without a subscription (a standby process) it holds no
     connection. When its connection breaks, or is made again, every subscription is woken to
-    read what it may have missed (or to meet the error itself)."""
+    read what it may have missed (or to meet the error itself).
 
-    def __init__(self, database_url: str, prepare: Callable[[Any], Any] | None = None) -> None:
+    A channel is woken at most once every `pace` seconds: the first NOTIFY after a quiet spell
+    wakes at once, those within `pace` of the last wake-up are gathered into one wake-up when
+    it is over. Under a steady load each round then carries the events of `pace` seconds
+    instead of one save's: a round's fixed cost (the log read, the transactions, the tracking
+    rows, the saves of the processes) is paid fewer times, and nothing waits longer than
+    `pace`."""
+
+    def __init__(
+        self,
+        database_url: str,
+        prepare: Callable[[Any], Any] | None = None,
+        *,
+        pace: float = 0.0,
+    ) -> None:
         self.database_url = database_url
         self.prepare = prepare
+        self.pace = pace
+        self.wakes = 0
+        """Wake-ups sent for notifications, in all (those gathered count once)."""
         self._watchers: dict[str, set[threading.Event]] = {}
         self._mutex = threading.Lock()
         self._wanted = threading.Event()
@@ -188,6 +238,7 @@ class Notifier:
         with psycopg.connect(self.database_url, autocommit=True, connect_timeout=3) as conn:
             self.connections += 1
             listening: set[str] = set()
+            pacer = Pacer(self.pace)
             while not self._closed.is_set() and self._wanted.is_set():
                 with self._mutex:
                     wanted = set(self._watchers)
@@ -198,8 +249,18 @@ class Notifier:
                 for channel in sorted(listening - wanted):
                     conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
                     listening.discard(channel)
-                for notify in conn.notifies(timeout=0.2):
-                    self._wake(notify.channel)
+                for channel in pacer.due(time.monotonic()):
+                    self._notified(channel)
+                wait = pacer.until_next(time.monotonic(), 0.2)
+                for notify in conn.notifies(timeout=wait, stop_after=1):
+                    if pacer.arrived(notify.channel, time.monotonic()):
+                        self._notified(notify.channel)
+            for channel in pacer.due(float("inf")):  # nothing gathered is dropped
+                self._notified(channel)
+
+    def _notified(self, channel: str) -> None:
+        self.wakes += 1
+        self._wake(channel)
 
     def close(self) -> None:
         self._closed.set()
@@ -301,6 +362,7 @@ class Shared:
         applications: Mapping[type[Any], Any] | None = None,
         pools: Mapping[str, Mapping[str, str]] | None = None,
         prepare: Callable[[Any], Any] | None = None,
+        pace: float = 0.0,
     ) -> None:
         self.env = env
         self.pools = pools or {}
@@ -312,7 +374,7 @@ class Shared:
         self._rounds: dict[str, CommitRounds] = {}
         self._mutex = threading.Lock()
         url = database_url or _url_of(env)
-        self.notifier = Notifier(url)
+        self.notifier = Notifier(url, pace=pace)
 
     def reader(self, application: Any) -> LogReader:
         """The one reader of this application's log in this process."""

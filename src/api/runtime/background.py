@@ -99,6 +99,7 @@ def start_background(
                 "processes": runtime.budget.env("processes"),
             },
             prepare=runtime.health.register_application,
+            pace=settings.ledger_wake_pace_ms / 1000,
         )
         background.runners = [
             SupervisedRunner(feed, database_url, env, background.session, background.shared)
