@@ -236,38 +236,51 @@ class Client:
         self.http = self.connect()
         self.token = token
         self.channel = channel
+        self.resent = 0
+        """Requests sent again on a new connection after the old one was closed under them."""
 
     def close(self) -> None:
         self.http.close()
 
     def request(self, method: str, path: str, body: Any = None) -> Reply:
+        """Send one request. A connection the other end closed (a keep-alive connection the
+        balancer or the server let go) is opened again and the request sent once more, as a
+        client of the API does: a POST with the same Idempotency-Key and a fresh signature
+        (a new nonce), so the server answers the first request's result if it had one."""
         content = json.dumps(body).encode() if body is not None else b""
+        key = uuid.uuid4().hex if method == "POST" else ""
+        try:
+            return self._send(method, path, content, self._headers(method, path, key, content))
+        except (ConnectionError, OSError):
+            self.http.close()
+            self.http = self.connect()
+            self.resent += 1
+        for _ in range(100):  # the first may still be running: 409 request_in_flight meanwhile
+            reply = self._send(method, path, content, self._headers(method, path, key, content))
+            if reply.status_code != 409 or b"request_in_flight" not in reply.content:
+                return reply
+            time.sleep(0.05)
+        return reply
+
+    def _headers(self, method: str, path: str, key: str, content: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        if method == "POST":
-            headers["Idempotency-Key"] = uuid.uuid4().hex
+        if key:
+            headers["Idempotency-Key"] = key
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         elif self.channel:
             from adapters.signing import new_nonce, sign_request
 
             stamp, nonce = str(int(time.time())), new_nonce()
-            idempotency_key = headers.get("Idempotency-Key", "")
             headers |= {
                 "X-Key-Id": self.channel.key_id,
                 "X-Timestamp": stamp,
                 "X-Nonce": nonce,
                 "X-Signature": sign_request(
-                    self.channel.key_secret, method, path, stamp, nonce, idempotency_key, content
+                    self.channel.key_secret, method, path, stamp, nonce, key, content
                 ),
             }
-        try:
-            return self._send(method, path, content, headers)
-        except (ConnectionError, OSError):
-            self.http.close()
-            self.http = self.connect()
-            if method != "GET":  # a POST is never sent twice (its nonce is spent)
-                raise
-            return self._send(method, path, content, headers)
+        return headers
 
     def _send(self, method: str, path: str, content: bytes, headers: dict[str, str]) -> Reply:
         self.http.request(method, path, body=content if method != "GET" else None, headers=headers)
@@ -397,6 +410,8 @@ class Acceptance:
     first_sent: float = math.inf
     last_accepted: float = 0.0
     first_accepted: float = math.inf
+    resent: int = 0
+    """Requests sent again after their connection was closed under them (same key)."""
 
     @property
     def window(self) -> float:

@@ -576,6 +576,8 @@ def accept(
                         result.refused[refused] = result.refused.get(refused, 0) + 1
         finally:
             http.close()
+            with lock:
+                result.resent += http.resent
 
     in_parallel(client, list(range(clients)))
     return result
@@ -1168,6 +1170,9 @@ def main(argv: list[str] | None = None) -> int:
         refused["shared-card consumptions"] = consumptions.refused
     if refused:
         problems.append(f"refused: {refused}")
+    resent = {s.name: s.acceptance.resent for s in [*stages, counted] if s.acceptance.resent}
+    if resent:
+        console.print(f"sent again on a new connection (same Idempotency-Key): {resent}")
     books = (
         "books check: FAILED: " + "; ".join(problems) if problems else
         f"books check: OK ({sum(s.accepted for s in [*stages, counted])} recharges each "
