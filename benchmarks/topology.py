@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Recharges on the production topology, stage by stage, beside pgbench's TPS on the same server.
 
-    python benchmarks/topology.py [--recharges 1200] [--clients 16] [--api-processes 2]
+    python benchmarks/topology.py [--recharges 5000] [--clients 16] [--api-processes 2]
                                   [--source DIR] [--statements N] [--readme benchmarks/README.md]
 
 Everything runs on a private PostgreSQL cluster of the run's own (initdb and pg_ctl on a free
@@ -918,7 +918,7 @@ def checkout(source: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recharges", type=int, default=1200, help="recharges (and codes)")
+    parser.add_argument("--recharges", type=int, default=5000, help="recharges (and codes)")
     parser.add_argument("--clients", type=int, default=16, help="HTTP connections, pgbench -c")
     parser.add_argument("--api-processes", type=int, default=2, help="ledger serve processes")
     parser.add_argument("--seconds", type=int, default=10, help="pgbench's duration")
