@@ -614,7 +614,7 @@ def create_token(role: Annotated[Role, typer.Option(help="operator or finance")]
     """Create a bearer token; it is printed once, as the last line, and stored hashed."""
     import psycopg
 
-    from api.auth import new_token, token_hash
+    from adapters.tokens import new_token, token_hash
 
     url = database_url(Settings())
     token = new_token()

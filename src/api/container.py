@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from adapters.sealed_codes import SealedBatchCodes
     from adapters.settings import Settings
     from adapters.sms import SandboxSms
-    from api.auth import Authenticator
+    from api.principals import Authenticator
     from ledger.cards.application import Cards
     from ledger.cards.settlements import MerchantSettlements
     from ledger.distribution.application import Distribution

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from adapters.database import application_env
 from adapters.settings import Settings
-from api.auth import key_secret
+from adapters.signing import key_secret
 from ledger.distribution.application import Distribution
 from ledger.money import Money
 

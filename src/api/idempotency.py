@@ -25,15 +25,9 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import (
-    SPEND_NONCE,
-    Principal,
-    has_credentials,
-    identified,
-    nonce_reused,
-    page_principal,
-)
+from api.auth import has_credentials, identified, page_principal
 from api.container import services_of
+from api.principals import SPEND_NONCE, Principal, nonce_reused
 from api.problems import PROBLEM_JSON, STATUS_BY_CODE, Problem, domain_problem, is_transient
 from ledger.errors import DomainError
 

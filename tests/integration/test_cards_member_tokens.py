@@ -12,7 +12,7 @@ import pytest
 
 from adapters.database import open_pool
 from adapters.tokens import PostgresMemberTokens
-from api.auth import Authenticator
+from api.principals import Authenticator
 from api.problems import Problem
 
 pytestmark = pytest.mark.integration

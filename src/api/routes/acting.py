@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from api.auth import Principal, Role, require
+from api.auth import require
+from api.principals import Principal, Role
 
 
 def acting(principal: Principal, role: Role) -> UUID:

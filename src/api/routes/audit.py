@@ -9,9 +9,10 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 
 from adapters.audit_log import KINDS, AuditFilter
-from api.auth import Principal, authenticate, require
+from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.input_rules import Instant, canonical_uuid
+from api.principals import Principal
 from api.problems import Problem
 from api.routes.query import declared_filters_only
 

@@ -7,11 +7,12 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends
 
-from api.auth import Principal, authenticate
+from api.auth import authenticate
 from api.card_presenters import consumption_view, refund_view
 from api.card_schemas import ConsumptionIn, ConsumptionOut
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.principals import Principal
 from api.routes.acting import acting
 from api.routes.distribution import parse_id
 

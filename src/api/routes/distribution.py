@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from adapters.outbound import OutboundAddresses
 from adapters.signing import key_secret, webhook_secret
-from api.auth import Principal, authenticate, require
+from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
 from api.input_rules import canonical_uuid
@@ -21,6 +21,7 @@ from api.presenters import (
     stock_positions,
     stock_purchased,
 )
+from api.principals import Principal
 from api.problems import Problem
 from api.schemas import (
     Balance,

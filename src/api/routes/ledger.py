@@ -6,10 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from api.auth import Principal, authenticate, require
+from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.input_rules import AwareInstant
 from api.presenters import journal_page
+from api.principals import Principal
 from api.routes.query import declared_filters_only
 
 router = APIRouter(

@@ -7,9 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from api.auth import Principal, authenticate, require
+from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.presenters import batch_row, page_of, row_out
+from api.principals import Principal
 from api.problems import Problem
 from api.routes.distribution import parse_cursor, parse_id, visible_channel
 from api.routes.query import declared_filters_only

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from api.auth import Principal, authenticate, require
+from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
 from api.merchant_settlement_presenters import (
@@ -17,6 +17,7 @@ from api.merchant_settlement_presenters import (
     settlement_view,
 )
 from api.presenters import page_of, row_out
+from api.principals import Principal
 from api.problems import Problem
 from api.routes.distribution import parse_cursor, parse_id
 from api.routes.query import declared_filters_only

@@ -8,11 +8,12 @@ from uuid import UUID
 from fastapi import APIRouter, Depends
 
 from adapters.signing import key_secret
-from api.auth import Principal, authenticate, require
+from api.auth import authenticate, require
 from api.card_presenters import activity_view, merchant_view
 from api.card_schemas import ActivityIn, MerchantCreated, MerchantIn
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.principals import Principal
 from api.routes.acting import acting
 from api.routes.distribution import parse_id
 from api.schemas import Created

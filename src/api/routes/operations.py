@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.auth import Principal, authenticate, require
+from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.presenters import standings_page
+from api.principals import Principal
 from api.problems import Problem
 from api.routes.query import declared_filters_only
 from api.runtime.dispatcher import DISPATCHER_FEED

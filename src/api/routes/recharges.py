@@ -7,10 +7,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from api.auth import Principal, authenticate, require
+from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent, idempotent_page
 from api.presenters import recharge_out, recharges_page
+from api.principals import Principal
 from api.problems import Problem
 from api.routes.distribution import parse_cursor, parse_id, visible_channel
 from api.routes.query import declared_filters_only

@@ -9,10 +9,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
 
-from api.auth import Principal, authenticate, require
+from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
 from api.presenters import page_of
+from api.principals import Principal
 from api.problems import Problem
 from api.routes.distribution import parse_cursor, parse_id
 from api.routes.query import declared_filters_only

@@ -7,11 +7,12 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
 
-from api.auth import Principal, authenticate
+from api.auth import authenticate
 from api.card_presenters import listings_page
 from api.card_schemas import PassIn, SharedCardIn
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.principals import Principal
 from api.routes.acting import acting
 from api.routes.distribution import parse_id
 from api.routes.query import declared_filters_only

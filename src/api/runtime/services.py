@@ -10,8 +10,8 @@ from adapters.sealed_codes import SealedBatchCodes
 from adapters.settings import Settings
 from adapters.sms import NoSmsProvider, SandboxSms
 from adapters.verification import PostgresVerificationCodes
-from api.auth import Authenticator
 from api.container import Services
+from api.principals import Authenticator
 from ledger.cards.application import Cards
 from ledger.cards.settlements import MerchantSettlements
 from ledger.distribution.application import Distribution
