@@ -82,6 +82,16 @@ class IdempotentCall:
 
     def run(self, command: Callable[[uuid.UUID], Outcome], *, sealed: bool = False) -> JSONResponse:
         """Run once; a repeat gets the first answer. `sealed` for answers holding secrets."""
+        try:
+            return self._run(command, sealed=sealed)
+        finally:
+            # ran: no exception handler needs the call any more. The request holds the call
+            # and the call the request; without this, every request's objects (about 60:
+            # the request, its scope, the middlewares' closures, the channel read) were left
+            # to the cyclic garbage collector, whose collections of them paused the process.
+            self.request.state.idempotent_call = None
+
+    def _run(self, command: Callable[[uuid.UUID], Outcome], *, sealed: bool) -> JSONResponse:
         self.ran = True
         stored = None if self.claimed else self._begin()
         if stored is not None:

@@ -158,6 +158,7 @@ async def give_up_unran_claim(request: Request) -> None:
     """A request refused before its command ran gives its Idempotency-Key's claim up (api/
     idempotency.py) before its answer is sent, so that the key is free again as it was."""
     call = getattr(request.state, "idempotent_call", None)
+    request.state.idempotent_call = None  # the request and the call hold each other
     if call is not None and call.claimed and not call.ran:
         try:
             await run_in_threadpool(call.give_up_unran)
