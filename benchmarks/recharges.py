@@ -407,6 +407,8 @@ class Acceptance:
     accepted: list[tuple[str, str, float]] = field(default_factory=list)  # (id, account, at)
     refused: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    sent: list[float] = field(default_factory=list)
+    """When each of `latencies` was sent (or due, open loop), in the same order."""
     first_sent: float = math.inf
     last_accepted: float = 0.0
     first_accepted: float = math.inf

@@ -569,6 +569,7 @@ def accept(
                     if reply.status_code == 202:
                         result.accepted.append((reply.json()["id"], account, done))
                         result.latencies.append(done - (due or sent))
+                        result.sent.append(due or sent)
                         result.first_accepted = min(result.first_accepted, done)
                         result.last_accepted = max(result.last_accepted, done)
                     else:
@@ -581,6 +582,25 @@ def accept(
 
     in_parallel(client, list(range(clients)))
     return result
+
+
+def slowest_moments(acceptance: Acceptance, log: Path, log_from: int) -> str:
+    """When the slowest 1 % of a stage's acceptances were sent (seconds into the stage), and
+    the checkpoints the server logged meanwhile: whether the p99 is a few stalls or spread."""
+    if len(acceptance.latencies) < 100:
+        return ""
+    start = min(acceptance.sent)
+    ranked = sorted(zip(acceptance.latencies, acceptance.sent, strict=True), reverse=True)
+    slow = sorted(ranked[: max(1, len(ranked) // 100)], key=lambda pair: pair[1])
+    moments = ", ".join(f"+{at - start:.1f} s ({took * 1000:.0f} ms)" for took, at in slow)
+    with log.open("rb") as file:
+        file.seek(log_from)
+        lines = file.read().decode(errors="replace").splitlines()
+    checkpoints = [line for line in lines if "checkpoint" in line]
+    return (
+        f"half of peak, the slowest 1 % sent at: {moments}; checkpoints logged meanwhile: "
+        + (str(len(checkpoints)) if checkpoints else "none")
+    )
 
 
 def count_topic(conn: psycopg.Connection[Any], table: str, topic: str) -> int:
@@ -1064,9 +1084,11 @@ def main(argv: list[str] | None = None) -> int:
         # 3c. half of peak, open loop
         rate = peak.acceptance.per_second / 2
         with console.status(f"half of peak: {rate:.1f} recharges/s, open loop"):
+            log_from = server.log.stat().st_size
             with Watch(server, db, pids) as watch:
                 acceptance = accept(api_url, prepared.channel, half_work, args.clients, rate)
             stages.append(watch.into(Stage("half of peak", acceptance, rate=rate)))
+            slowest = slowest_moments(acceptance, server.log, log_from)
             succeeded_before += stages[-1].accepted
             wait_succeeded(observed_url, succeeded_before, args.timeout, topology)
             wait_redeemed(observed_url, succeeded_before, args.timeout)  # the codes too
@@ -1170,6 +1192,7 @@ def main(argv: list[str] | None = None) -> int:
         refused["shared-card consumptions"] = consumptions.refused
     if refused:
         problems.append(f"refused: {refused}")
+    console.print(slowest)
     resent = {s.name: s.acceptance.resent for s in [*stages, counted] if s.acceptance.resent}
     if resent:
         console.print(f"sent again on a new connection (same Idempotency-Key): {resent}")
