@@ -53,8 +53,9 @@ class Settings(BaseSettings):
         default=20,
         ge=0,
         le=1000,
-        description="`ledger projections run` wakes the runners of a log at most once in this "
-        "many milliseconds: notifications closer together are gathered into one round.",
+        description="A process running the projection runners (`ledger projections run`, or "
+        "`ledger serve` with its runners) wakes the runners of a log at most once in this many "
+        "milliseconds: notifications closer together are gathered into one round.",
     )
     ledger_db_connections: int = Field(
         default=20,
