@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import (
@@ -27,6 +28,7 @@ from eventsourcing.postgres import (
     PostgresTrackingRecorder,
 )
 from eventsourcing.utils import retry
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 
@@ -126,8 +128,51 @@ class HashChained(PostgresApplicationRecorder):
             )
         )
         self._append: Composed = SQL(
-            "SELECT appended FROM {}.{}(%s, %s, %s, %s, %s) AS appended"
+            "SELECT appended FROM {}.{}(%b, %s, %s, %s, %s) AS appended"
         ).format(schema, function)
+        self._selects: dict[tuple[bool, bool, bool, bool], bytes] = {}
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """eventsourcing's select_events, with each form of the statement composed once (it
+        composed it again at every read: a tenth of a cached aggregate's fast-forward)."""
+        shape = (gt is not None, lte is not None, desc, limit is not None)
+        params = [originator_id, *(p for p in (gt, lte, limit) if p is not None)]
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            statement = self._selects.get(shape)
+            if statement is None:
+                statement = self._selects[shape] = self._select_statement(*shape).as_bytes(conn)
+            curs.execute(statement, params, prepare=True)
+            return [
+                StoredEvent(
+                    originator_id=stored_id,
+                    originator_version=version,
+                    topic=topic,
+                    state=bytes(state),
+                )
+                for stored_id, version, topic, state in curs.fetchall()
+            ]
+
+    def _select_statement(self, gt: bool, lte: bool, desc: bool, limit: bool) -> Composed:
+        return SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {}.{} "
+            "WHERE originator_id = %s{}{} ORDER BY originator_version {}{}"
+        ).format(
+            Identifier(self.datastore.schema),
+            Identifier(self.events_table_name),
+            SQL(" AND originator_version > %s" if gt else ""),
+            SQL(" AND originator_version <= %s" if lte else ""),
+            SQL("DESC" if desc else "ASC"),
+            SQL(" LIMIT %s" if limit else ""),
+        )
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
