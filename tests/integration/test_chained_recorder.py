@@ -215,3 +215,32 @@ def test_the_process_recorder_records_its_tracking_in_the_same_statement(
     finally:
         factory.close()
     assert checked_chain(database_url, "recharges") == 3
+
+
+def test_reads_answer_what_eventsourcings_recorder_answers_for_every_form(
+    database_url: str,
+) -> None:
+    """The recorder composes each form of select_events once and reads tuples; for every
+    combination of gt, lte, desc and limit it answers eventsourcing's own select_events, and
+    states saved through the binary-dumped array come back byte for byte."""
+    distribution = app(database_url)
+    try:
+        catalogue(distribution)
+        recorder: Any = distribution.recorder
+        originator = uuid.uuid4()
+        states = [bytes(range(256)), b"", b"\\x00'\"{}(),\\\\", "优酷 ÿ".encode()]
+        recorder.insert_events(
+            [StoredEvent(originator, v + 1, "tests:Odd", s) for v, s in enumerate(states)]
+        )
+        assert [e.state for e in recorder.select_events(originator)] == states
+        theirs = PostgresApplicationRecorder.select_events.__wrapped__  # type: ignore[attr-defined]
+        for gt in (None, 1):
+            for lte in (None, 3):
+                for desc in (False, True):
+                    for limit in (None, 2):
+                        kwargs = {"gt": gt, "lte": lte, "desc": desc, "limit": limit}
+                        ours = recorder.select_events(originator, **kwargs)
+                        assert ours == theirs(recorder, originator, **kwargs), kwargs
+                        assert ours, kwargs
+    finally:
+        distribution.close()
