@@ -47,8 +47,8 @@ def read_first(read: T | None, get: Callable[[UUID], T]) -> Callable[[UUID], T]:
 
 def mutate_each(aggregate: Any, events: Any) -> Any:
     """eventsourcing's project_aggregate without its per-event isinstance check against a
-    runtime Protocol (typing's slow path, about a tenth of a command's CPU): every event
-    the ledger stores is an aggregate event, so each mutates."""
+    runtime Protocol (typing's slow path; with the save's, 8 checks a stock purchase): every
+    event the ledger stores is an aggregate event, so each mutates."""
     for event in events:
         aggregate = event.mutate(aggregate)
     return aggregate
