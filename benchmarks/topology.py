@@ -50,6 +50,7 @@ import argparse
 import contextlib
 import importlib.machinery
 import importlib.util
+import json
 import math
 import os
 import re
@@ -644,6 +645,81 @@ def saves_between(conn: psycopg.Connection[Any], before: dict[str, int]) -> dict
     return found
 
 
+HOPS = (
+    ("distribution_events", "Code.Reserved", "accepted (code reserved)"),
+    ("recharges_events", "Recharge.Requested", "saga started"),
+    ("recharges_events", "Recharge.StepScheduled", "step scheduled"),
+    ("recharges_events", "Recharge.StepCompleted", "platform answered (worker)"),
+    ("recharges_events", "Recharge.Succeeded", "succeeded"),
+    ("distribution_events", "Code.Redeemed", "code redeemed"),
+)
+"""A recharge's events in the order they happen; each hop is the time from one to the next."""
+
+
+def event_moment(state: bytes) -> tuple[str | None, datetime]:
+    """(the recharge id a code's event names, its timestamp) from an event's stored state."""
+    decoded = json.loads(state)
+
+    def plain(value: Any) -> Any:
+        return value.get("_data_") if isinstance(value, dict) else value
+
+    recharge = plain(decoded.get("recharge_id"))
+    moment = datetime.fromisoformat(plain(decoded["timestamp"]))
+    return (str(uuid.UUID(recharge)) if recharge else None), moment
+
+
+@dataclass
+class Hops:
+    """How long a stage's recharges took between their events (the events' own timestamps:
+    when each process decided), and how that grew from the stage's first tenth to its last."""
+
+    names: list[str]
+    gaps: list[list[float]]  # per hop, seconds, in the order the recharges were accepted
+    recharges: int
+
+    @classmethod
+    def read(cls, db_url: str, before: dict[str, int]) -> Hops:
+        moments: dict[str, dict[str, datetime]] = {}
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            for table, topic, _ in HOPS:
+                rows = conn.execute(
+                    f"SELECT originator_id, state FROM {table} "
+                    "WHERE notification_id > %s AND topic LIKE %s ORDER BY notification_id",
+                    (before[table], f"%{topic}"),
+                ).fetchall()
+                for originator_id, state in rows:
+                    named, moment = event_moment(bytes(state))
+                    recharge = named if table == "distribution_events" else str(originator_id)
+                    moments.setdefault(recharge or "", {}).setdefault(topic, moment)
+        complete = [m for m in moments.values() if len(m) == len(HOPS)]
+        complete.sort(key=lambda m: m[HOPS[0][1]])
+        gaps = [
+            [(m[b[1]] - m[a[1]]).total_seconds() for m in complete]
+            for a, b in zip(HOPS, HOPS[1:], strict=False)
+        ]
+        names = [f"{a[2]} → {b[2]}" for a, b in zip(HOPS, HOPS[1:], strict=False)]
+        return cls(names, gaps, len(complete))
+
+
+def hops_table(title: str, hops: Hops) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("hop", "p50 ms", "p99 ms", "mean ms, first tenth", "mean ms, last tenth"):
+        table.add_column(column, justify="left" if column == "hop" else "right")
+    tenth = max(1, hops.recharges // 10)
+    for name, gaps in zip(hops.names, hops.gaps, strict=True):
+        ordered = sorted(gaps)
+        table.add_row(
+            name,
+            f"{1000 * ordered[len(ordered) // 2]:,.1f}",
+            f"{1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]:,.1f}",
+            f"{1000 * sum(gaps[:tenth]) / tenth:,.1f}",
+            f"{1000 * sum(gaps[-tenth:]) / tenth:,.1f}",
+        )
+    return table
+
+
 def wait_redeemed(db_url: str, expected: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -1069,6 +1145,7 @@ def main(argv: list[str] | None = None) -> int:
                 done = wait_succeeded(observed_url, succeeded_before, args.timeout, topology)
                 # the codes redeemed too, so the next stage does not meet this one's tail
                 wait_redeemed(observed_url, succeeded_before, args.timeout)
+            hops = Hops.read(observed_url, whole.heads)
             peak.completed = peak.accepted
             peak.completed_seconds = done - acceptance.first_accepted
             end_to_end = whole.into(
@@ -1175,6 +1252,11 @@ def main(argv: list[str] | None = None) -> int:
             [*stages, end_to_end],
         ),
         cpu_table("CPU ms per recharge, by process", [*stages, end_to_end]),
+        hops_table(
+            f"Where a recharge's time goes, peak stage ({hops.recharges:,} recharges, in the "
+            "order accepted; each hop from one event's timestamp to the next's)",
+            hops,
+        ),
         statements_table(
             f"Statements per recharge (log_statement=all, {counted.accepted} recharges, "
             f"{args.clients} clients, {statements.seconds:.1f} s until every one succeeded and "

@@ -4,6 +4,7 @@ the code is settled once and the channel hears the same event."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from uuid import UUID
 
@@ -163,4 +164,88 @@ def test_a_settlement_that_fails_tracks_the_run_up_to_the_event_before_it(monkey
     monkeypatch.setattr(desk.steps, "settle", settle)
     dispatcher.process_run(run[-2:])  # after the restart: from the first not tracked
     assert desk.code_of(first_final.originator_id).status == "redeemed"
+    assert tracked.last == run[-1][1]
+
+
+class GatedQueue:
+    """A broker whose first recharge's message is confirmed only once another recharge's
+    message arrived (or after `patience` seconds, noted): shows whether the dispatcher sent
+    the second while the first was still in hand."""
+
+    def __init__(self, first: UUID, patience: float = 5.0) -> None:
+        self.first, self.patience = first, patience
+        self.other_arrived = threading.Event()
+        self.waited_in_vain = False
+        self.log: list[tuple[str, UUID]] = []
+        self.fail_first = False
+
+    def enqueue_step(self, recharge_id: UUID, step_id: str, due_at: Any) -> None:
+        if recharge_id == self.first:
+            if self.fail_first:
+                raise RuntimeError("the broker refused")
+            self.waited_in_vain = not self.other_arrived.wait(self.patience)
+        else:
+            self.other_arrived.set()
+        self.log.append(("sent", recharge_id))
+
+
+def two_sagas_one_after_the_other(desk: Desk) -> tuple[list[UUID], list[tuple[Any, Any]]]:
+    """Two succeeded sagas as a run of the log, every event of the first before the second's."""
+    sagas = [succeeded_saga(desk, code) for code in (0, 1)]
+    events = [e for _, saga in sagas for e in saga]
+    run = [(e, Tracking("recharges", n)) for n, e in enumerate(events, start=1)]
+    return [recharge_id for recharge_id, _ in sagas], run
+
+
+def gated_dispatcher(desk: Desk, queue: GatedQueue) -> tuple[Dispatcher, Tracked]:
+    bound = type("Bound", (Dispatcher,), {"steps": desk.steps, "queue": queue})
+    tracked = Tracked()
+    dispatcher: Dispatcher = bound(tracked)
+    settle = desk.steps.settle
+
+    def settle_logged(recharge_id: UUID, final: Any = None) -> Any:
+        queue.log.append(("settled", recharge_id))
+        return settle(recharge_id, final)
+
+    dispatcher.steps = type(desk.steps)(
+        desk.recharges, desk.distribution, desk.platform, desk.queue, desk.webhooks,
+        clock=desk.clock,
+    )  # fmt: skip
+    dispatcher.steps.settle = settle_logged  # type: ignore[method-assign]
+    return dispatcher, tracked
+
+
+def test_a_recharge_waiting_on_the_broker_holds_back_only_its_own_events():
+    desk = Desk(webhook=WEBHOOK)
+    (first, second), run = two_sagas_one_after_the_other(desk)
+    queue = GatedQueue(first)
+    dispatcher, tracked = gated_dispatcher(desk, queue)
+
+    dispatcher.process_run(run)
+
+    assert not queue.waited_in_vain, "the second recharge's step waited behind the first's"
+    assert queue.log.index(("sent", second)) < queue.log.index(("sent", first))
+    for recharge_id in (first, second):  # each recharge's events in the log's order
+        assert queue.log.index(("sent", recharge_id)) < queue.log.index(("settled", recharge_id))
+        assert desk.code_of(recharge_id).status == "redeemed"
+    assert tracked.last == run[-1][1]
+
+
+def test_a_step_the_broker_refused_stops_its_recharge_and_the_tracking_before_it():
+    desk = Desk(webhook=WEBHOOK)
+    (first, second), run = two_sagas_one_after_the_other(desk)
+    queue = GatedQueue(first)
+    queue.fail_first = True
+    dispatcher, tracked = gated_dispatcher(desk, queue)
+    scheduled = next(n for n, (e, _) in enumerate(run) if isinstance(e, Recharge.StepScheduled))
+
+    with pytest.raises(RuntimeError, match="the broker refused"):
+        dispatcher.process_run(run)
+
+    assert tracked.last == run[scheduled - 1][1]
+    assert ("settled", first) not in queue.log, "its final state waited for its step"
+    assert desk.code_of(first).status != "redeemed"
+    queue.fail_first = False
+    dispatcher.process_run(run[scheduled:])  # after the restart: from the first not tracked
+    assert desk.code_of(first).status == desk.code_of(second).status == "redeemed"
     assert tracked.last == run[-1][1]

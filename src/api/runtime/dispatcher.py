@@ -78,8 +78,23 @@ class SagasInFlight:
         return recharge
 
 
-SETTLING_THREADS = 4
-"""Final states of one run settled at once: their codes' saves meet in one group commit."""
+HANDLING_THREADS = 4
+"""The slow events of a run handled at once: each waits on the broker (a step's message, its
+delivery confirmed) or is a code's save (a final state's settlement: saves arriving together
+are one group commit)."""
+
+SLOW = (
+    Recharge.StepScheduled,
+    Recharge.RefundStepScheduled,
+    Recharge.Succeeded,
+    Recharge.Failed,
+    Recharge.RefundAccepted,
+    Recharge.RefundRejected,
+)
+"""The events whose handling waits on the broker or the database."""
+
+ACTED_ON = (*SLOW, Recharge.DiscrepancyFound)
+"""The events `handle` acts on; any other is only followed."""
 
 
 class Dispatcher(Projection[PostgresTrackingRecorder]):
@@ -91,7 +106,7 @@ class Dispatcher(Projection[PostgresTrackingRecorder]):
     def __init__(self, view: PostgresTrackingRecorder) -> None:
         super().__init__(view)
         self.sagas = SagasInFlight()
-        self._settling: ThreadPoolExecutor | None = None
+        self._handling: ThreadPoolExecutor | None = None
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         self.dispatch(domain_event)
@@ -99,64 +114,69 @@ class Dispatcher(Projection[PostgresTrackingRecorder]):
 
     def process_run(self, run: Sequence[tuple[Any, Tracking]]) -> None:
         """Handle each event of a run, then track the last: one tracking write a run (at
-        least once still: an event is tracked only after it was handled). A run that fails
-        part-way tracks what was handled before the failure, then the failure goes on.
+        least once still: an event is tracked only after it and every event before it were
+        handled).
 
-        The final states of different recharges are settled at once, on a few threads: each
-        settlement is a code's save, and saves arriving together are one group commit (one
-        at a time, each waited for its own commit: the dispatcher, alone on its thread,
-        bounded how fast recharges completed). Any other event waits until the settlements
-        begun before it are done, so a recharge's events are still handled in order; and
-        the run is tracked up to the last event before which everything was handled."""
-        handled: Tracking | None = None
-        settling: list[tuple[Future[Any], Tracking | None]] = []
+        The slow events of different recharges are handled at once, on a few threads, and
+        each recharge's events in the log's order: an event waits only for its own recharge's
+        event in hand, if any. (The dispatcher, one event at a time on its thread, bounded
+        how fast recharges completed: it waited for each step's message to be confirmed by
+        the broker, and, before any other event, for every settlement begun.) A run that
+        fails part-way tracks the events before the first that failed or was not handled
+        (every one begun ends first), then the failure goes on; an event of another recharge
+        after it may have been handled, and is handled again after the restart, as the
+        handlers allow (every one is idempotent)."""
+        begun: list[tuple[Future[Any] | None, Tracking]] = []  # None: handled on this thread
+        in_hand: dict[UUID, Future[Any]] = {}  # each recharge's slow event being handled
         try:
             for event, tracking in run:
-                if isinstance(event, Recharge.Succeeded | Recharge.Failed) and len(run) > 1:
-                    settled = self._pool().submit(self.handle, event, self.follow(event))
-                    settling.append((settled, handled))
-                else:
-                    if settling:
-                        self._settled(settling)
-                        settling = []
-                    self.dispatch(event)
-                handled = tracking
-            if settling:
-                self._settled(settling)
+                recharge_id = getattr(event, "originator_id", None)
+                if isinstance(event, SLOW) and recharge_id is not None and len(run) > 1:
+                    before = in_hand.pop(recharge_id, None)
+                    followed = self.follow(event)
+                    after = self._pool().submit(self._handle_after, before, event, followed)
+                    in_hand[recharge_id] = after
+                    begun.append((after, tracking))
+                    continue
+                if isinstance(event, ACTED_ON) and recharge_id in in_hand:
+                    # its recharge's event before it first; a failure stops the run here
+                    in_hand.pop(recharge_id).result()
+                self.dispatch(event)  # the rest change nothing outside: followed, in order
+                begun.append((None, tracking))
         except BaseException:
-            if settling:
-                handled = self._settled_before_failure(settling, handled)
+            handled = self._handled(begun)
             if handled is not None:
                 # what was handled need not be handled again after the restart
                 with contextlib.suppress(Exception):
                     self.view.insert_tracking(handled)
             raise
+        handled = self._handled(begun)
         if handled is not None:
             self.view.insert_tracking(handled)
+        for future, _ in begun:
+            if future is not None:
+                future.result()  # the first failure goes on, what was before it tracked
+
+    def _handle_after(self, before: Future[Any] | None, event: Any, followed: Any) -> None:
+        if before is not None:
+            before.result()  # the recharge's event before this one, handled first
+        self.handle(event, followed)
+
+    @staticmethod
+    def _handled(begun: list[tuple[Future[Any] | None, Tracking]]) -> Tracking | None:
+        """Once every event begun ended: the last before which every one was handled."""
+        wait([future for future, _ in begun if future is not None])
+        handled = None
+        for future, tracking in begun:
+            if future is not None and (future.cancelled() or future.exception() is not None):
+                break
+            handled = tracking
+        return handled
 
     def _pool(self) -> ThreadPoolExecutor:
-        if self._settling is None:
-            self._settling = ThreadPoolExecutor(SETTLING_THREADS, thread_name_prefix="settle")
-        return self._settling
-
-    @staticmethod
-    def _settled(settling: list[tuple[Future[Any], Tracking | None]]) -> None:
-        """Wait for every settlement begun; the first failure goes on (after all ended)."""
-        wait([future for future, _ in settling])
-        for future, _ in settling:
-            future.result()
-
-    @staticmethod
-    def _settled_before_failure(
-        settling: list[tuple[Future[Any], Tracking | None]], handled: Tracking | None
-    ) -> Tracking | None:
-        """After a failure: what may be tracked, the event before the first settlement that
-        failed or did not end (all of them are waited for first), else `handled`."""
-        wait([future for future, _ in settling])
-        for future, before in settling:
-            if future.cancelled() or future.exception() is not None:
-                return before
-        return handled
+        if self._handling is None:
+            self._handling = ThreadPoolExecutor(HANDLING_THREADS, thread_name_prefix="dispatch")
+        return self._handling
 
     def dispatch(self, e: Any) -> None:
         """What one event of the recharges log asks of the outside world."""
