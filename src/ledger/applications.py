@@ -4,7 +4,9 @@ three ways a command records: once by id, create, change, and group commit of it
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from copy import deepcopy
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -54,12 +56,113 @@ def mutate_each(aggregate: Any, events: Any) -> Any:
     return aggregate
 
 
+class Reads:
+    """One aggregate's reads of its new events: how many began and ended, and what the last
+    one that succeeded found (a cached aggregate is replaced, never changed: a copy taken of
+    it outside any lock is whole)."""
+
+    __slots__ = ("changed", "began", "ended", "found", "found_by", "reading", "users")
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.began = self.ended = self.found_by = self.users = 0
+        self.reading = False
+        self.found: Any = None
+
+
 class LedgerRepository(Repository[UUID]):
-    """The repository, projecting with `mutate_each` unless asked otherwise."""
+    """The repository, projecting with `mutate_each` unless asked otherwise, and bringing a
+    cached aggregate up to date once for every thread that asks for it at once.
+
+    eventsourcing's fast-forward reads an aggregate's new events under a lock of the
+    aggregate's, one thread after another, a round trip each: every API request read its
+    channel so, and every worker thread the platform it calls. Here a thread that asks while
+    a read is under way waits for the next read, which begins after it asked, and takes what
+    that read found: so it sees every event recorded before it asked, as before, and however
+    many threads ask at once, there are at most two reads."""
+
+    _reads: dict[UUID, Reads]
+    _reads_lock: threading.Lock
+
+    @classmethod
+    def made_of(cls, repository: Repository[UUID]) -> LedgerRepository:
+        """eventsourcing's repository, built from the application's environment, as one of
+        these."""
+        repository.__class__ = cls
+        assert isinstance(repository, cls)
+        repository._reads, repository._reads_lock = {}, threading.Lock()
+        return repository
 
     def get(self, aggregate_id: UUID, **kwargs: Any) -> Any:
         kwargs.setdefault("projector_func", mutate_each)
-        return super().get(aggregate_id, **kwargs)
+        shared = (
+            self.cache
+            and self.fastforward
+            and kwargs.get("version") is None
+            and not (kwargs.get("fastforward_skipping") or self.fastforward_skipping)
+        )
+        if not shared:
+            return super().get(aggregate_id, **kwargs)
+        aggregate = self._read_once_for_all(aggregate_id, kwargs["projector_func"])
+        if kwargs.get("deepcopy_from_cache", True) and self.deepcopy_from_cache:
+            aggregate = deepcopy(aggregate)
+        return aggregate
+
+    def _read_once_for_all(self, aggregate_id: UUID, projector: Any) -> Any:
+        with self._reads_lock:
+            reads = self._reads.get(aggregate_id)
+            if reads is None:
+                reads = self._reads[aggregate_id] = Reads()
+            reads.users += 1
+        try:
+            while True:
+                with reads.changed:
+                    needed = reads.began + 1  # the first read to begin after this thread asked
+                    while reads.ended < needed and reads.reading:
+                        reads.changed.wait()
+                    if reads.ended >= needed:
+                        if reads.found_by >= needed:
+                            return reads.found
+                        continue  # that read failed: this thread reads for itself
+                    reads.began += 1
+                    reads.reading = True
+                    number = reads.began
+                found = None
+                try:
+                    found = self._fast_forwarded(aggregate_id, projector)
+                    return found
+                finally:
+                    with reads.changed:
+                        reads.reading = False
+                        reads.ended = number
+                        if found is not None:
+                            reads.found, reads.found_by = found, number
+                        reads.changed.notify_all()
+        finally:
+            with self._reads_lock:
+                reads.users -= 1
+                if not reads.users:
+                    del self._reads[aggregate_id]
+
+    def _fast_forwarded(self, aggregate_id: UUID, projector: Any) -> Any:
+        """The cached aggregate with the events recorded after it: a new object in the cache
+        if there were any (the cached one is left as it was), read from its events if it was
+        not cached."""
+        assert self.cache is not None
+        try:
+            cached = self.cache.get(aggregate_id)
+        except KeyError:
+            aggregate = self._reconstruct_aggregate(aggregate_id, None, projector)
+            self.cache.put(aggregate_id, aggregate)
+            return aggregate
+        new_events = list(self.event_store.get(originator_id=aggregate_id, gt=cached.version))
+        if not new_events:
+            return cached
+        aggregate = projector(deepcopy(cached), new_events)
+        if aggregate is None:
+            raise AggregateNotFoundError(aggregate_id)
+        self.cache.put(aggregate_id, aggregate)
+        return aggregate
 
 
 class LedgerApplication(Application[UUID]):
@@ -83,9 +186,7 @@ class LedgerApplication(Application[UUID]):
             self.committer = GroupCommitter(lambda events: recorder.insert_events(events))
 
     def construct_repository(self) -> Repository[UUID]:
-        repository = super().construct_repository()
-        repository.__class__ = LedgerRepository  # eventsourcing's, set from the env; projects
-        return repository  # with mutate_each
+        return LedgerRepository.made_of(super().construct_repository())
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
