@@ -104,7 +104,11 @@ class Settings(BaseSettings):
         le=10,
         description="How many times a card its owner shared may be passed on (anti-pyramid cap).",
     )
-    ledger_worker_threads: int = Field(default=4, description="Threads of each dramatiq worker.")
+    ledger_worker_threads: int = Field(
+        default=8,
+        description="Threads of each dramatiq worker: each waits on a partner call most of a "
+        "step, so at peak 4 let the steps fall behind (benchmarks/README.md).",
+    )
     ledger_sandbox_platform_port: int = Field(
         default=8100, description="Port of the sandbox platform `ledger serve` starts (sandbox)."
     )
