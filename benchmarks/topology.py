@@ -24,6 +24,9 @@ server), stopped and deleted at the end, and a RabbitMQ vhost of the run's own, 
      last one succeeded and its code was redeemed (each stage waits for that before the next);
    - half of peak: open loop at half of the peak's accepted/s (a request is due every 1/rate s;
      its latency counts from when it was due, so a server falling behind shows);
+   For the peak stage, where a recharge's time goes: from each of its events to the next
+   (code reserved, saga started, step scheduled, platform answered, succeeded, code redeemed;
+   the events' timestamps), p50/p99 and the mean over the stage's first and last tenth.
    For each: p50/p99 of the 202s; saves into each event table (the transactions that inserted
    its rows: distinct xmin); its EXCLUSIVE lock sampled in pg_locks every 20 ms (lock ms per
    save = share of samples held x time watched / saves); CPU ms per recharge of every process
