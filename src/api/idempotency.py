@@ -23,7 +23,6 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from api.auth import has_credentials, identified, page_principal
 from api.container import services_of
@@ -202,35 +201,28 @@ class IdempotentCall:
             )
 
 
-async def idempotent(request: Request) -> IdempotentCall:
-    """FastAPI dependency for every POST: the caller is authenticated and the key checked and
-    claimed before the body is even parsed, on one worker thread."""
-    return await idempotent_call(request, page=False)
+def idempotent() -> IdempotentCall:
+    """Declares a POST keyed (`call: IdempotentCall = Depends(idempotent)`): its caller is
+    authenticated and its key checked and claimed before the body is even parsed. The route
+    is served by `api.keyed_route.KeyedRoute`, which gives the endpoint the call (`arrive`);
+    the declaration also tells the OpenAPI document who may call and that a key is needed."""
+    raise TypeError(NOT_KEYED)
 
 
-async def idempotent_page(request: Request) -> IdempotentCall:
+def idempotent_page() -> IdempotentCall:
     """The same, for calls the recharge web page may also make (an anonymous caller is the
     page)."""
-    return await idempotent_call(request, page=True)
+    raise TypeError(NOT_KEYED)
 
 
-async def idempotent_call(request: Request, *, page: bool) -> IdempotentCall:
-    """The call, its key claimed. A request refused before its command runs gives the claim
-    up before its answer is sent: every exception handler does (`api.problems.install`), so
-    the dependency needs no exit of its own (a generator dependency's machinery was 9 % of
-    an API process's time)."""
-    if not page and not has_credentials(request):
-        raise Problem("unauthorized", "a bearer token or a signed request is needed")
-    body = await request.body()
-    digest = hashlib.sha256(f"{request.method}\n{request.url.path}\n".encode() + body).digest()
-    call = await run_in_threadpool(arrive, request, body, digest)
-    request.state.idempotent_call = call
-    return call
+NOT_KEYED = "a keyed POST's router needs route_class=KeyedRoute (api/keyed_route.py)"
 
 
 def arrive(request: Request, body: bytes, digest: bytes) -> IdempotentCall:
     """Who calls (a signed request's nonce left for the claim to spend), then the key checked
-    and claimed: the blocking part of a POST's arrival, in one hop to a worker thread."""
+    and claimed: a POST's arrival, on the worker thread that then runs its command. A request
+    refused before its command runs gives the claim up before its answer is sent: every
+    exception handler does (`api.problems.install`)."""
     if has_credentials(request):
         principal = identified(request, body, spend_nonce=False)
     else:

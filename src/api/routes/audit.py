@@ -14,7 +14,7 @@ from api.container import Services, get_services
 from api.input_rules import Instant, canonical_uuid
 from api.principals import Principal
 from api.problems import Problem
-from api.routes.query import declared_filters_only
+from api.query_filters import declared_filters_only
 
 router = APIRouter(
     prefix="/v1", tags=["operations"], dependencies=[Depends(declared_filters_only)]

@@ -12,11 +12,12 @@ from adapters.audit_log import AuditLine
 from api.auth import require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.keyed_route import KeyedRoute
 from api.presenters import batch_csv
 from api.routes.distribution import parse_id
 from ledger.errors import NotFound, StateConflict
 
-router = APIRouter(prefix="/v1", tags=["codes"])
+router = APIRouter(route_class=KeyedRoute, prefix="/v1", tags=["codes"])
 
 
 @router.post(

@@ -11,14 +11,20 @@ from fastapi import APIRouter, Depends, Query
 from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.keyed_route import KeyedRoute
 from api.presenters import page_of
 from api.principals import Principal
+from api.query_filters import declared_filters_only
 from api.routes.distribution import parse_cursor, parse_id
-from api.routes.query import declared_filters_only
 from api.settlement_presenters import CaseResolutionIn, case_view
 from ledger.clock import utc_now
 
-router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(declared_filters_only)])
+router = APIRouter(
+    route_class=KeyedRoute,
+    prefix="/v1",
+    tags=["cases"],
+    dependencies=[Depends(declared_filters_only)],
+)
 
 
 @router.get("/cases")

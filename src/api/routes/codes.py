@@ -12,11 +12,12 @@ from fastapi import APIRouter, Depends
 from api.auth import require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.keyed_route import KeyedRoute
 from api.presenters import code_batch_issued
 from api.routes.distribution import parse_id
 from api.schemas import CodeBatchIn, CodesIn, CodeVoidIn
 
-router = APIRouter(prefix="/v1", tags=["codes"])
+router = APIRouter(route_class=KeyedRoute, prefix="/v1", tags=["codes"])
 
 
 @router.post("/code-batches", status_code=201)

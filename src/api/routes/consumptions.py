@@ -12,11 +12,12 @@ from api.card_presenters import consumption_view, refund_view
 from api.card_schemas import ConsumptionIn, ConsumptionOut
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.keyed_route import KeyedRoute
 from api.principals import Principal
 from api.routes.acting import acting
 from api.routes.distribution import parse_id
 
-router = APIRouter(prefix="/v1", tags=["member cards"])
+router = APIRouter(route_class=KeyedRoute, prefix="/v1", tags=["member cards"])
 
 
 @router.post("/consumptions", status_code=201, response_model=ConsumptionOut)

@@ -13,6 +13,7 @@ from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
 from api.input_rules import canonical_uuid
+from api.keyed_route import KeyedRoute
 from api.presenters import (
     balance,
     channel_created,
@@ -44,7 +45,7 @@ from ledger.distribution.application import Distribution
 from ledger.distribution.channel import Channel
 from ledger.errors import NotFound
 
-router = APIRouter(prefix="/v1", tags=["distribution"])
+router = APIRouter(route_class=KeyedRoute, prefix="/v1", tags=["distribution"])
 
 
 def parse_id(value: str, what: str) -> UUID:

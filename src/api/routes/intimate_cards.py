@@ -12,13 +12,14 @@ from api.card_presenters import summary
 from api.card_schemas import IntimateCardIn
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.keyed_route import KeyedRoute
 from api.routes.acting import acting
 from api.routes.distribution import parse_id
 from api.schemas import Created
 from ledger.cards.application import Cards
 from ledger.cards.intimate import IntimateCard
 
-router = APIRouter(prefix="/v1", tags=["member cards"])
+router = APIRouter(route_class=KeyedRoute, prefix="/v1", tags=["member cards"])
 
 Change = Callable[[Cards, UUID, UUID], IntimateCard]
 

@@ -11,7 +11,7 @@ from api.container import Services, get_services
 from api.input_rules import AwareInstant
 from api.presenters import journal_page
 from api.principals import Principal
-from api.routes.query import declared_filters_only
+from api.query_filters import declared_filters_only
 
 router = APIRouter(
     prefix="/v1/ledger", tags=["ledger"], dependencies=[Depends(declared_filters_only)]

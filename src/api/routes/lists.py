@@ -12,8 +12,8 @@ from api.container import Services, get_services
 from api.presenters import batch_row, page_of, row_out
 from api.principals import Principal
 from api.problems import Problem
+from api.query_filters import declared_filters_only
 from api.routes.distribution import parse_cursor, parse_id, visible_channel
-from api.routes.query import declared_filters_only
 
 router = APIRouter(prefix="/v1", tags=["lists"], dependencies=[Depends(declared_filters_only)])
 

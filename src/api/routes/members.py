@@ -11,8 +11,9 @@ from api.auth import require
 from api.card_schemas import MemberCreated, MemberIn
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.keyed_route import KeyedRoute
 
-router = APIRouter(prefix="/v1", tags=["member cards"])
+router = APIRouter(route_class=KeyedRoute, prefix="/v1", tags=["member cards"])
 
 
 @router.post("/members", status_code=201, response_model=MemberCreated)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.keyed_route import KeyedRoute
 from api.merchant_settlement_presenters import (
     MerchantSettlementIn,
     settlement_csv,
@@ -19,13 +20,16 @@ from api.merchant_settlement_presenters import (
 from api.presenters import page_of, row_out
 from api.principals import Principal
 from api.problems import Problem
+from api.query_filters import declared_filters_only
 from api.routes.distribution import parse_cursor, parse_id
-from api.routes.query import declared_filters_only
 from ledger.cards.merchant_settlement import MerchantSettlement
 from ledger.errors import NotFound
 
 router = APIRouter(
-    prefix="/v1", tags=["merchant settlements"], dependencies=[Depends(declared_filters_only)]
+    route_class=KeyedRoute,
+    prefix="/v1",
+    tags=["merchant settlements"],
+    dependencies=[Depends(declared_filters_only)],
 )
 
 

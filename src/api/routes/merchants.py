@@ -13,13 +13,14 @@ from api.card_presenters import activity_view, merchant_view
 from api.card_schemas import ActivityIn, MerchantCreated, MerchantIn
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.keyed_route import KeyedRoute
 from api.principals import Principal
 from api.routes.acting import acting
 from api.routes.distribution import parse_id
 from api.schemas import Created
 from ledger.errors import NotFound
 
-router = APIRouter(prefix="/v1", tags=["member cards"])
+router = APIRouter(route_class=KeyedRoute, prefix="/v1", tags=["member cards"])
 
 
 @router.post("/merchants", status_code=201, response_model=MerchantCreated)

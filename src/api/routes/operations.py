@@ -13,7 +13,7 @@ from api.container import Services, get_services
 from api.presenters import standings_page
 from api.principals import Principal
 from api.problems import Problem
-from api.routes.query import declared_filters_only
+from api.query_filters import declared_filters_only
 from api.runtime.dispatcher import DISPATCHER_FEED
 from api.runtime.outage import health_of
 

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent, idempotent_page
+from api.keyed_route import KeyedRoute
 from api.presenters import recharge_out, recharges_page
 from api.principals import Principal
 from api.problems import Problem
+from api.query_filters import declared_filters_only
 from api.routes.distribution import parse_cursor, parse_id, visible_channel
-from api.routes.query import declared_filters_only
 from api.schemas import (
     EndUserIn,
     RechargeIn,
@@ -28,7 +29,7 @@ from ledger.distribution.channel import Channel
 from ledger.errors import NotFound
 from ledger.recharges.saga import Recharge
 
-router = APIRouter(prefix="/v1", tags=["recharges"])
+router = APIRouter(route_class=KeyedRoute, prefix="/v1", tags=["recharges"])
 
 
 def acting_channel(services: Services, principal: Principal, channel_ref: str | None) -> Channel:

@@ -12,11 +12,12 @@ from fastapi import APIRouter, Depends, Query
 from api.auth import authenticate, require
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.keyed_route import KeyedRoute
 from api.presenters import page_of
 from api.principals import Principal
 from api.problems import Problem
+from api.query_filters import declared_filters_only
 from api.routes.distribution import parse_cursor, parse_id
-from api.routes.query import declared_filters_only
 from api.settlement_presenters import (
     SettlementIn,
     line_view,
@@ -25,7 +26,10 @@ from api.settlement_presenters import (
 )
 
 router = APIRouter(
-    prefix="/v1", tags=["settlements"], dependencies=[Depends(declared_filters_only)]
+    route_class=KeyedRoute,
+    prefix="/v1",
+    tags=["settlements"],
+    dependencies=[Depends(declared_filters_only)],
 )
 
 

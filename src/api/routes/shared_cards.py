@@ -12,14 +12,18 @@ from api.card_presenters import listings_page
 from api.card_schemas import PassIn, SharedCardIn
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.keyed_route import KeyedRoute
 from api.principals import Principal
+from api.query_filters import declared_filters_only
 from api.routes.acting import acting
 from api.routes.distribution import parse_id
-from api.routes.query import declared_filters_only
 from api.schemas import Created
 
 router = APIRouter(
-    prefix="/v1", tags=["member cards"], dependencies=[Depends(declared_filters_only)]
+    route_class=KeyedRoute,
+    prefix="/v1",
+    tags=["member cards"],
+    dependencies=[Depends(declared_filters_only)],
 )
 
 

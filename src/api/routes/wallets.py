@@ -12,13 +12,14 @@ from api.card_presenters import withdrawal_view
 from api.card_schemas import WithdrawalIn, WithdrawalOut
 from api.container import Services, get_services
 from api.idempotency import IdempotentCall, idempotent
+from api.keyed_route import KeyedRoute
 from api.principals import Principal
 from api.routes.acting import acting
 from api.routes.distribution import parse_id
 from api.schemas import Balance, Currency, MoneyOut
 from ledger import accounts
 
-router = APIRouter(prefix="/v1", tags=["member cards"])
+router = APIRouter(route_class=KeyedRoute, prefix="/v1", tags=["member cards"])
 
 
 @router.get("/wallet", response_model=Balance)
