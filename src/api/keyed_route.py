@@ -6,8 +6,9 @@ endpoint, with the body parsed and validated on the event loop between them. `Ke
 keeps the route as declared (its path parameters, body model, dependencies and OpenAPI
 description are FastAPI's) and serves it in one hop, in the same order: the caller
 authenticated and the key claimed, then the body validated (a 422 gives the claim up, as it
-did), then the endpoint. In the topology benchmark's acceptance stage this was 17 % of an
-API process's CPU per recharge (benchmarks/README.md, "One hop per POST").
+did), then the endpoint. That took 16-21 % off the API's CPU per acceptance and let one
+API process accept 16-28 % more recharges a second (benchmarks/api_pair.py; benchmarks/
+README.md, "One hop per POST").
 
 A keyed route may take only what the hop knows: path parameters, one body model, `Request`,
 and the `idempotent` (or `idempotent_page`) and `get_services` dependencies (and a router's
