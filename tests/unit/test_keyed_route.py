@@ -4,6 +4,7 @@ which it gives up); every keyed route of the API served this way."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
@@ -11,10 +12,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import anyio.to_thread
+import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.routing import APIRoute
-from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from api import problems
@@ -74,6 +75,17 @@ def app_with(pool: Pool, ran: list[tuple[str, int]]) -> FastAPI:
     return app
 
 
+def post(app: FastAPI, path: str, **sent: Any) -> httpx.Response:
+    """One request through the app in-process, on an event loop run on this thread."""
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as client:
+            return await client.post(path, **sent)
+
+    return asyncio.run(send())
+
+
 @pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Each entry to the worker threads (what FastAPI's run_in_threadpool calls)."""
@@ -92,11 +104,13 @@ def test_the_claim_the_body_and_the_endpoint_run_on_one_worker_thread_entered_on
     hops: list[int],
 ) -> None:
     pool, ran = Pool(), []
-    with TestClient(app_with(pool, ran)) as client:
-        loop_thread = client.portal.call(threading.get_ident)
-        reply = client.post(
-            "/v1/orders/north", json={"code": "A1", "units": 2}, headers={"Idempotency-Key": "k1"}
-        )
+    loop_thread = threading.get_ident()  # post() runs the event loop here
+    reply = post(
+        app_with(pool, ran),
+        "/v1/orders/north",
+        json={"code": "A1", "units": 2},
+        headers={"Idempotency-Key": "k1"},
+    )
     assert reply.status_code == 202, reply.text
     assert [what for what, _ in ran] == ["north A1 2 services"]
     assert [statement for statement, _ in pool.seen] == ["INSERT", "UPDATE"]  # claim, finish
@@ -107,16 +121,18 @@ def test_the_claim_the_body_and_the_endpoint_run_on_one_worker_thread_entered_on
 
 def test_an_invalid_body_is_refused_after_the_claim_which_is_given_up(hops: list[int]) -> None:
     pool, ran = Pool(), []
-    with TestClient(app_with(pool, ran)) as client:
-        wrong = client.post(
-            "/v1/orders/north",
-            json={"code": "A1", "units": "two"},
-            headers={"Idempotency-Key": "k"},
-        )
-        missing = client.post(
-            "/v1/orders/north",
-            headers={"Idempotency-Key": "k2", "Content-Type": "application/json"},
-        )
+    app = app_with(pool, ran)
+    wrong = post(
+        app,
+        "/v1/orders/north",
+        json={"code": "A1", "units": "two"},
+        headers={"Idempotency-Key": "k"},
+    )
+    missing = post(
+        app,
+        "/v1/orders/north",
+        headers={"Idempotency-Key": "k2", "Content-Type": "application/json"},
+    )
     assert wrong.status_code == 422
     assert wrong.json()["code"] == "validation_failed"
     assert [error["field"] for error in wrong.json()["errors"]] == ["units"]
@@ -129,8 +145,7 @@ def test_an_invalid_body_is_refused_after_the_claim_which_is_given_up(hops: list
 
 def test_a_post_without_a_key_is_refused_before_its_body_is_looked_at() -> None:
     pool, ran = Pool(), []
-    with TestClient(app_with(pool, ran)) as client:
-        reply = client.post("/v1/orders/north", json={"code": "A1"})
+    reply = post(app_with(pool, ran), "/v1/orders/north", json={"code": "A1"})
     assert reply.status_code == 400
     assert reply.json()["code"] == "idempotency_key_missing"
     assert pool.seen == [] and ran == []
