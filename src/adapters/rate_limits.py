@@ -29,7 +29,10 @@ COUNT = (
     "FROM rate_counters WHERE scope = %(scope)s "
     "AND window_start IN (to_timestamp(%(start)s), to_timestamp(%(previous)s))"
 )
-CHECKS = "SELECT hits_now, hits_before FROM rate_limit_checks(%s, %s, %s, %s, %s, %s)"
+CHECKS = (
+    "SELECT hits_now, hits_before FROM rate_limit_checks("
+    "%b::text[], %b::boolean[], %b::bigint[], %b::integer[], %b::bigint[], %s)"
+)
 """Every check of a request in one statement (migrations/0019_rate_limit_checks.sql)."""
 
 
