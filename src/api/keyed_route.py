@@ -10,7 +10,7 @@ did), then the endpoint. That took 16-21 % off the API's CPU per acceptance and 
 API process accept 16-28 % more recharges a second (benchmarks/api_pair.py; benchmarks/
 README.md, "One hop per POST").
 
-A keyed route may take only what the hop knows: path parameters, one body model, `Request`,
+A keyed route may take only what the hop knows: path parameters (str), one body model, `Request`,
 and the `idempotent` (or `idempotent_page`) and `get_services` dependencies (and a router's
 `declared_filters_only`, which checks GET lists only); any other parameter is refused when
 the route is declared. Routes without a key are FastAPI's own.
@@ -69,6 +69,8 @@ class OneHop:
                 continue  # a router's, for its GET lists: nothing to do for a POST
             else:
                 raise TypeError(f"{route.path}: a keyed route takes no {dependency.call}")
+        if any(param.field_info.annotation is not str for param in dependant.path_params):
+            raise TypeError(f"{route.path}: a keyed route's path parameters are str")
         extra = dependant.query_params or dependant.header_params or dependant.cookie_params
         if extra or len(dependant.body_params) > 1:
             raise TypeError(f"{route.path}: a keyed route takes path parameters and one body")

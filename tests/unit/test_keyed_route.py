@@ -162,6 +162,12 @@ def test_a_keyed_route_takes_nothing_the_hop_does_not_know() -> None:
         ) -> Any:
             return call
 
+    with pytest.raises(TypeError, match="path parameters are str"):
+
+        @router.post("/z/{number}")
+        def with_int(number: int, call: IdempotentCall = Depends(idempotent)) -> Any:
+            return call
+
     async def other() -> int:
         return 1
 
