@@ -100,21 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         db = "bench_topology"
         db_url = T.create_database(admin, db)
         platform_port, balancer_port, after_port = T.free_port(), T.free_port(), T.free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": db_url,
-            "BROKER_URL": broker,
-            "LEDGER_SANDBOX": "true",
-            "LEDGER_SANDBOX_PLATFORM_PORT": str(platform_port),
-            "LEDGER_SANDBOX_PLATFORM_START": "false",
-            "LEDGER_PLATFORM_SECRET": T.PLATFORM_SECRET,
-            "LEDGER_PLATFORM_PARTNER_ID": T.PARTNER_ID,
-            "LEDGER_RATE_ACCOUNT_PER_MINUTE": T.UNLIMITED,
-            "LEDGER_RATE_ADDRESS_PER_MINUTE": T.UNLIMITED,
-            "LEDGER_RATE_CHANNEL_PER_MINUTE": T.UNLIMITED,
-            "LEDGER_LOCKOUT_WRONG_CODES": T.UNLIMITED,
-            "LEDGER_RECHARGE_DEADLINE_SECONDS": "3600",
-        }
+        env = T.topology_env(db_url, broker, platform_port, 8, 3600)  # 8: the default
         subprocess.run([*T.ledger_command(), "migrate"], env=env, check=True, capture_output=True)
         with console.status("starting the before's topology and the after's API process"):
             topology = T.start_topology(before, server, db, env, 1, balancer_port)

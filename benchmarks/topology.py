@@ -287,6 +287,29 @@ class Topology:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+def topology_env(
+    db_url: str, broker: str, platform_port: int, worker_threads: int, deadline_seconds: int
+) -> dict[str, str]:
+    """Every process's environment: the sandbox platform of its own process, no limit that a
+    benchmark's clients would meet (one channel, many accounts, as fast as they go)."""
+    return {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "BROKER_URL": broker,
+        "LEDGER_SANDBOX": "true",
+        "LEDGER_SANDBOX_PLATFORM_PORT": str(platform_port),
+        "LEDGER_SANDBOX_PLATFORM_START": "false",
+        "LEDGER_PLATFORM_SECRET": PLATFORM_SECRET,
+        "LEDGER_PLATFORM_PARTNER_ID": PARTNER_ID,
+        "LEDGER_RATE_ACCOUNT_PER_MINUTE": UNLIMITED,
+        "LEDGER_RATE_ADDRESS_PER_MINUTE": UNLIMITED,
+        "LEDGER_RATE_CHANNEL_PER_MINUTE": UNLIMITED,
+        "LEDGER_LOCKOUT_WRONG_CODES": UNLIMITED,
+        "LEDGER_WORKER_THREADS": str(worker_threads),
+        "LEDGER_RECHARGE_DEADLINE_SECONDS": str(deadline_seconds),
+    }
+
+
 def start_argv(name: str, argv: list[str], env: dict[str, str]) -> Process:
     log = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
     with log.open("wb") as out:
@@ -1087,22 +1110,9 @@ def main(argv: list[str] | None = None) -> int:
         # 2. the topology
         db_url = create_database(admin, db)
         platform_port, balancer_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": db_url,
-            "BROKER_URL": broker,
-            "LEDGER_SANDBOX": "true",
-            "LEDGER_SANDBOX_PLATFORM_PORT": str(platform_port),
-            "LEDGER_SANDBOX_PLATFORM_START": "false",
-            "LEDGER_PLATFORM_SECRET": PLATFORM_SECRET,
-            "LEDGER_PLATFORM_PARTNER_ID": PARTNER_ID,
-            "LEDGER_RATE_ACCOUNT_PER_MINUTE": UNLIMITED,
-            "LEDGER_RATE_ADDRESS_PER_MINUTE": UNLIMITED,
-            "LEDGER_RATE_CHANNEL_PER_MINUTE": UNLIMITED,
-            "LEDGER_LOCKOUT_WRONG_CODES": UNLIMITED,
-            "LEDGER_WORKER_THREADS": str(args.worker_threads),
-            "LEDGER_RECHARGE_DEADLINE_SECONDS": str(int(args.timeout) * 4),
-        }
+        env = topology_env(
+            db_url, broker, platform_port, args.worker_threads, int(args.timeout) * 4
+        )
         env |= dict(setting.split("=", 1) for setting in args.env)
         migrated = subprocess.run([*ledger_command(), "migrate"], env=env, capture_output=True,
                                   text=True, timeout=300)  # fmt: skip
