@@ -10,7 +10,10 @@ the pool after resting there longer than `IDLE_CHECK_SECONDS`, or when it was op
 the database was last found away (`DatabaseHealth.epoch`). A request that meets a broken
 connection is answered 503 `unavailable` (api/problems.py) and reports it here: the process
 then answers 503 at once (without touching a pool) until a probe reaches the database again,
-checks every registered pool's idle connections and lets requests through.
+checks every registered pool's idle connections and lets requests through. A connection handed
+back broken, or a rested one found broken, reports it too; while the database is known to be
+away, the registered pools refuse a connection at once (`DatabaseAway`), so a request that was
+in flight when it went is not held by eventsourcing's retries, each waiting out the pool.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ IDLE_CHECK_SECONDS = 2.0
 """A connection that rested in its pool longer than this is checked before it is lent."""
 PROBE_SECONDS = 0.5
 """While the database is away, how often this process tries to reach it."""
+WAIT_SLICE_SECONDS = 0.5
+"""A wait for a pooled connection looks this often whether the database was found away."""
 RETRY_AFTER_SECONDS = 2
 """Retry-After of a 503 `unavailable` answered because the database is away."""
 
@@ -164,6 +169,12 @@ class ConnectionBudget:
 # outages
 
 
+class DatabaseAway(PoolTimeout):
+    """No connection lent: this process knows its database is away (a probe is trying to
+    reach it). A `PoolTimeout` without the wait, so everything that handles a lost database
+    (eventsourcing's retries, the runners' restarts, the 503) handles it the same way."""
+
+
 def is_connection_error(error: BaseException | None) -> bool:
     """True when `error` (or what caused it) says the database is unreachable or the
     connection broke, rather than that a statement was refused (a lock time-out is not)."""
@@ -209,7 +220,13 @@ class DatabaseHealth:
         def check(conn: Any) -> None:
             at, epoch = returned_at.get(conn, (0.0, -1))
             if epoch != self.epoch or time.monotonic() - at > IDLE_CHECK_SECONDS:
-                ConnectionPool.check_connection(conn)
+                try:
+                    ConnectionPool.check_connection(conn)
+                except Exception as error:
+                    # the pool discards it and waits for another; the process learns now
+                    # (not after the pool's time-out) that the database may be away
+                    self.report(error)
+                    raise
 
         # psycopg_pool keeps `check` as an attribute; eventsourcing builds its pool without
         # it, so it is set here, before the pool opens. The return is stamped in `putconn`,
@@ -224,8 +241,26 @@ class DatabaseHealth:
             stamp(conn)
             give_back(conn)
 
+        # While the database is known to be away, a connection is refused at once rather
+        # than waited for: eventsourcing retries a statement that met a lost connection ten
+        # times, and each retry would otherwise wait out the pool's time-out, holding a request
+        # that was in flight when the database went for as long as it stays away. A wait is
+        # cut in slices for the same reason: the database found away meanwhile ends it.
+        def getconn(timeout: float | None = None, *, lend: Any = pool.getconn) -> Any:
+            deadline = time.monotonic() + (POOL_TIMEOUT_SECONDS if timeout is None else timeout)
+            while True:
+                if self.down:
+                    raise DatabaseAway(f"pool {getattr(pool, 'name', '')!r}: the database is away")
+                left = deadline - time.monotonic()
+                try:
+                    return lend(timeout=min(left, WAIT_SLICE_SECONDS))
+                except PoolTimeout:
+                    if left <= WAIT_SLICE_SECONDS:
+                        raise
+
         pool._check = check
         pool.putconn = putconn
+        pool.getconn = getconn
         pool.max_idle = MAX_IDLE_SECONDS
         pool.timeout = POOL_TIMEOUT_SECONDS
         if isinstance(pool.kwargs, dict):
