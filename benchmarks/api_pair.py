@@ -10,10 +10,13 @@ at once, on one private PostgreSQL cluster and one database:
 
 1. pgbench's TPC-B-like script, as in benchmarks/topology.py: the yardstick.
 2. The topology from the `--before` checkout (benchmarks/topology.py's start_topology, one API
-   process), and one more `ledger serve` from `--after`'s src (LEDGER_RUN_PROJECTIONS=false),
-   connecting as the same `api` role. Set-up through the before's balancer.
-3. Every process but the two API processes stopped (SIGSTOP), as in the topology's "alone"
-   stage. Then 2 x rounds chunks of the work, C client threads each, signed POST
+   process), and the set-up through its balancer. Then two more `ledger serve` processes, one
+   from each checkout's src, started the same way (the Procfile's `api` environment, the same
+   `api` role), after the set-up: neither served it, so neither holds its caches and heap.
+   The sides were not alike before: the topology's own API process, which had served the
+   set-up, was the before, and the same tree on both sides read 0.84 of the API CPU.
+3. Every other process stopped (SIGSTOP), the topology's own API process too, as in the
+   topology's "alone" stage. Then 2 x rounds chunks of the work, C client threads each, signed POST
    /v1/recharges straight to one API process's port: A B, B A, A B, ... so that each pair
    meets the same machine. For each chunk: accepted/s, p50, and the CPU of that API process
    and of every PostgreSQL backend, per acceptance (psutil).
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     vhost = f"bench-pair-{uuid.uuid4().hex[:8]}"
     broker = T.rabbitmq_vhost(vhost)
     topology = T.Topology()
-    after_api = None
+    apis = []
     try:
         admin = server.url()
         T.create_database(admin, "bench_pgbench")
@@ -99,33 +101,29 @@ def main(argv: list[str] | None = None) -> int:
         )
         db = "bench_topology"
         db_url = T.create_database(admin, db)
-        platform_port, balancer_port, after_port = T.free_port(), T.free_port(), T.free_port()
+        platform_port, balancer_port = T.free_port(), T.free_port()
         env = T.topology_env(db_url, broker, platform_port, 8, 3600)  # 8: the default
         subprocess.run([*T.ledger_command(), "migrate"], env=env, check=True, capture_output=True)
-        with console.status("starting the before's topology and the after's API process"):
+        with console.status("starting the before's topology"):
             topology = T.start_topology(before, server, db, env, 1, balancer_port)
-            config = (topology.run_dir / "haproxy.cfg").read_text()  # type: ignore[operator]
-            before_port = int(re.findall(r"127\.0\.0\.1:(\d+)", config.split("backend")[-1])[0])
-            after_env = env | {
-                "PYTHONPATH": str(after / "src"),
-                "DATABASE_URL": server.url(db, "api"),
-                "LEDGER_RUN_PROJECTIONS": "false",
-            }
-            after_api = start("api-after", ["serve", "--host", "127.0.0.1", "--port",
-                                            str(after_port)], after_env)  # fmt: skip
-            wait_until(
-                after_api,
-                lambda: httpx.get(f"http://127.0.0.1:{after_port}/health/ready").is_success,
-            )
         with console.status(f"set-up: {args.recharges} codes and accounts"):
             prepared = T.set_up_recharges(
                 f"http://127.0.0.1:{balancer_port}", T.operator_token(env),
                 f"http://127.0.0.1:{platform_port}", db_url, args.recharges, args.clients,
             )  # fmt: skip
-        sides = {
-            "before": Side("before", before_port, topology.pids()["api-1"]),
-            "after": Side("after", after_port, after_api.popen.pid),
-        }
+        sides = {}
+        with console.status("starting one API process from each checkout"):
+            for name, source in (("before", before), ("after", after)):
+                port = T.free_port()
+                api = start(f"api-{name}", ["serve", "--host", "127.0.0.1", "--port", str(port)],
+                            env | {"PYTHONPATH": str(source / "src"),
+                                   "DATABASE_URL": server.url(db, "api"),
+                                   "LEDGER_RUN_PROJECTIONS": "false"})  # fmt: skip
+                apis.append(api)
+                wait_until(
+                    api, lambda p=port: httpx.get(f"http://127.0.0.1:{p}/health/ready").is_success
+                )
+                sides[name] = Side(name, port, api.popen.pid)
         pids = {name: side.pid for name, side in sides.items()}
         chunks = T.split(prepared.work, tuple([1 / (2 * args.rounds)] * (2 * args.rounds)))
         chunk_table = Table(title="Chunks in the order sent (acceptance alone, one API process)")
@@ -135,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             chunk_table.add_column(column, justify="left" if column == "checkout" else "right")
         won = 0
         acceptances = []
-        topology.pause(*topology.background)
+        topology.pause("api-1", *topology.background)
         for pair in range(args.rounds):
             order = ("before", "after") if pair % 2 == 0 else ("after", "before")
             cost = {}
@@ -167,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
             won += cost["after"] < cost["before"]
         topology.resume()
+        wait_until(
+            topology.processes["balancer"],
+            lambda: httpx.get(f"http://127.0.0.1:{balancer_port}/health/ready").status_code == 200,
+        )
         console.print(chunk_table)
         totals = Table(title=f"Acceptance alone, both checkouts at once; pgbench {tps:,.0f} TPS")
         for column in ("checkout", "accepted", "per second", "API CPU ms per acceptance",
@@ -199,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print("books check: " + ("OK" if not problems else "; ".join(problems)))
         return 1 if problems else 0
     finally:
-        if after_api is not None:
-            after_api.stop()
+        for api in apis:
+            api.stop()
         topology.stop()
         server.stop()
         T.drop_vhost(vhost)
