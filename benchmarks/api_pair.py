@@ -12,9 +12,9 @@ at once, on one private PostgreSQL cluster and one database:
 2. The topology from the `--before` checkout (benchmarks/topology.py's start_topology, one API
    process), and the set-up through its balancer. Then two more `ledger serve` processes, one
    from each checkout's src, started the same way (the Procfile's `api` environment, the same
-   `api` role), after the set-up: neither served it, so neither holds its caches and heap.
-   The sides were not alike before: the topology's own API process, which had served the
-   set-up, was the before, and the same tree on both sides read 0.84 of the API CPU.
+   `api` role), after the set-up: neither served it, so the two meet the work alike (the
+   topology's own API process, which served the set-up, was once the before's side). The same
+   tree on both sides reads 1.00 of the API CPU (0.986-1.001 in two runs).
 3. Every other process stopped (SIGSTOP), the topology's own API process too, as in the
    topology's "alone" stage. Then 2 x rounds chunks of the work, C client threads each, signed POST
    /v1/recharges straight to one API process's port: A B, B A, A B, ... so that each pair
