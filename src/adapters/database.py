@@ -51,6 +51,15 @@ WAIT_SLICE_SECONDS = 0.5
 RETRY_AFTER_SECONDS = 2
 """Retry-After of a 503 `unavailable` answered because the database is away."""
 
+RELAXED_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
+"""A FROM item that makes the statement's own transaction commit without waiting for its WAL
+to reach the disk (PostgreSQL's asynchronous commit, for that transaction only). Only for a
+statement of a request that a synchronous commit of the same request follows before any
+answer that relies on it (the idempotency record's finish, the events' append): PostgreSQL
+flushes its log in order, so that later commit makes this one durable too, and a crash
+before it loses both, as if the request had never arrived. What it saves is the wait for a
+disk flush (0.3 ms here) and, for a counter every request updates, its row held meanwhile."""
+
 EVENT_STORE_ENV_DEFAULTS = {
     "PERSISTENCE_MODULE": "eventsourcing.postgres",
     "CREATE_TABLE": "n",

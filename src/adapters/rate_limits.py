@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from adapters.database import RELAXED_COMMIT
 from ledger.recharges.ports import Check, Limit
 
 HIT = (
@@ -30,10 +31,14 @@ COUNT = (
     "AND window_start IN (to_timestamp(%(start)s), to_timestamp(%(previous)s))"
 )
 CHECKS = (
-    "SELECT hits_now, hits_before FROM rate_limit_checks("
+    "SELECT hits_now, hits_before FROM " + RELAXED_COMMIT + ", rate_limit_checks("
     "%b::text[], %b::boolean[], %b::bigint[], %b::integer[], %b::bigint[], %s)"
 )
-"""Every check of a request in one statement (migrations/0019_rate_limit_checks.sql)."""
+"""Every check of a request in one statement (migrations/0019_rate_limit_checks.sql), committed
+without waiting for the disk (`RELAXED_COMMIT`): the channel's counter is one row every
+request updates, and each held it through a flush. The request commits synchronously before it
+is answered (its idempotency record), which makes the hits durable; a crash before loses them
+with the request."""
 
 
 class RateLimiter:

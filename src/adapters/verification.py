@@ -31,6 +31,7 @@ import os
 from typing import Any
 from uuid import UUID
 
+from adapters.database import RELAXED_COMMIT
 from ledger.errors import DomainError, VerificationFailed, VerificationLocked
 from ledger.recharges.ports import SmsSender
 
@@ -113,7 +114,7 @@ class PostgresVerificationCodes:
         transaction that reads the codes again under their locks."""
         typed = self._hash(channel_id, account, code)
         with self.pool.connection() as conn:
-            rows = conn.execute(LIVE_CODES, (sender, channel_id, account)).fetchall()
+            rows = conn.execute(LIVE_CODES_LOOKED_AT, (sender, channel_id, account)).fetchall()
         outcome = judge(rows, typed)
         if outcome is not WRONG:
             return outcome
@@ -172,11 +173,14 @@ USE = (
     "WITH used AS (UPDATE verification_codes SET used_at = now() "
     "WHERE channel_id = %(channel)s AND account = %(account)s AND used_at IS NULL) "
     "INSERT INTO known_senders AS k (account, sender, known_at) "
-    "VALUES (%(account)s, %(sender)s, now()) "
+    "SELECT %(account)s, %(sender)s, now() FROM " + RELAXED_COMMIT + " "
     "ON CONFLICT (account, sender) DO UPDATE SET known_at = excluded.known_at"
 )
 """The codes marked used and their user known, in one statement (migrations/0020): the user is
-recorded even when a concurrent use marked the codes first."""
+recorded even when a concurrent use marked the codes first. Committed without waiting for the
+disk (`RELAXED_COMMIT`): the recharge's idempotency record is committed synchronously after it,
+before the answer; a crash before that loses the use with the answer, and the client's retry
+(the same key, the code already reserved) marks the codes used again."""
 LIVE_CODES = (
     "SELECT v.id, v.code_hash, v.attempts, coalesce(a.wrong, 0) "
     "FROM verification_codes v LEFT JOIN verification_attempts a "
@@ -185,6 +189,12 @@ LIVE_CODES = (
     "AND v.expires_at > now() ORDER BY v.sent_at DESC FOR UPDATE OF v"
 )
 """The account's live codes, locked: the tries on one code are made one at a time."""
+LIVE_CODES_LOOKED_AT = LIVE_CODES.replace(
+    "FROM verification_codes v", "FROM " + RELAXED_COMMIT + ", verification_codes v"
+)
+"""The same, as a statement of its own that changes nothing but its row locks (released at its
+end): nothing of it needs to reach the disk, so its commit does not wait for it. A wrong try
+is counted with `LIVE_CODES`, in a transaction that commits synchronously."""
 WRONG = VerificationFailed("wrong")
 """`judge`'s answer for a code that matches none of the codes `sender` may still try."""
 

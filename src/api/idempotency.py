@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from adapters.database import RELAXED_COMMIT
 from api.auth import has_credentials, identified, page_principal
 from api.container import services_of
 from api.principals import SPEND_NONCE, Principal, nonce_reused
@@ -37,16 +38,30 @@ MAX_KEY_LENGTH = 255
 Outcome = tuple[int, dict[str, Any]]
 CLAIM = (
     "INSERT INTO idempotency_keys (principal, key, request_hash, state) "
-    "VALUES (%s, %s, %s, 'in_flight') ON CONFLICT DO NOTHING RETURNING 1"
+    "SELECT %s, %s, %s, 'in_flight' FROM " + RELAXED_COMMIT + " "
+    "ON CONFLICT DO NOTHING RETURNING 1"
 )
 SPEND_NONCE_AND_CLAIM = (
     "WITH nonce AS (" + SPEND_NONCE + "), claim AS ("
     "INSERT INTO idempotency_keys (principal, key, request_hash, state) "
     "SELECT %s, %s, %s, 'in_flight' WHERE EXISTS (SELECT FROM nonce) "
     "ON CONFLICT DO NOTHING RETURNING 1) "
-    "SELECT EXISTS (SELECT FROM nonce), EXISTS (SELECT FROM claim)"
+    "SELECT EXISTS (SELECT FROM nonce), EXISTS (SELECT FROM claim) FROM " + RELAXED_COMMIT
 )
-"""The nonce spent and the key claimed in one statement; no claim with a nonce used before."""
+"""The nonce spent and the key claimed in one statement; no claim with a nonce used before.
+
+A claim is committed without waiting for the disk (`RELAXED_COMMIT`): every way out of a claimed
+request commits synchronously before its answer (`_finish`, `_abandon`), which makes the claim
+durable too; a request answered from the stored first answer changed nothing but its nonce, and
+a nonce lost in a crash lets that same request be answered once more from the same record."""
+
+FINISH = (
+    "UPDATE idempotency_keys SET state = 'done', status = %s, body = %s, "
+    "sealed = %s, completed_at = now() WHERE principal = %s AND key = %s"
+)
+"""The first answer recorded: committed synchronously, before the answer is sent."""
+ABANDON = "DELETE FROM idempotency_keys WHERE principal = %s AND key = %s AND state = 'in_flight'"
+"""The claim given up (the command did not run, or failed transiently): synchronous too."""
 
 
 class Seal:
@@ -182,11 +197,7 @@ class IdempotentCall:
     def _finish(self, status: int, body: bytes, *, sealed: bool) -> None:
         stored = self._seal().close(body) if sealed else body
         with self.pool.connection() as conn:
-            conn.execute(
-                "UPDATE idempotency_keys SET state = 'done', status = %s, body = %s, "
-                "sealed = %s, completed_at = now() WHERE principal = %s AND key = %s",
-                (status, stored, sealed, self.principal.scope, self.key),
-            )
+            conn.execute(FINISH, (status, stored, sealed, self.principal.scope, self.key))
 
     def _seal(self) -> Seal:
         master: bytes = services_of(self.request).settings.secret_bytes
@@ -194,11 +205,7 @@ class IdempotentCall:
 
     def _abandon(self) -> None:
         with self.pool.connection() as conn:
-            conn.execute(
-                "DELETE FROM idempotency_keys WHERE principal = %s AND key = %s "
-                "AND state = 'in_flight'",
-                (self.principal.scope, self.key),
-            )
+            conn.execute(ABANDON, (self.principal.scope, self.key))
 
 
 def idempotent() -> IdempotentCall:
