@@ -16,7 +16,6 @@ PYTHONPATH pointing at each one's src/ (the `ledger` processes inherit it).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import uuid
@@ -27,14 +26,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from recharges import (  # noqa: E402 - the sibling benchmark's helpers
     DEFAULT_ADMIN_URL,
-    PARTNER_ID,
-    PLATFORM_SECRET,
-    UNLIMITED,
     Client,
     Process,
     accept_all,
     free_port,
     operator_token,
+    sandbox_env,
     set_up,
     start,
     wait_until,
@@ -61,20 +58,7 @@ def main() -> int:
     try:
         apply_migrations(db_url)
         platform_port, api_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": db_url,
-            "LEDGER_SANDBOX": "true",
-            "LEDGER_SANDBOX_PLATFORM_PORT": str(platform_port),
-            "LEDGER_PLATFORM_SECRET": PLATFORM_SECRET,
-            "LEDGER_PLATFORM_PARTNER_ID": PARTNER_ID,
-            "LEDGER_RATE_ACCOUNT_PER_MINUTE": UNLIMITED,
-            "LEDGER_RATE_ADDRESS_PER_MINUTE": UNLIMITED,
-            "LEDGER_RATE_CHANNEL_PER_MINUTE": UNLIMITED,
-            "LEDGER_LOCKOUT_WRONG_CODES": UNLIMITED,
-            "LEDGER_RECHARGE_DEADLINE_SECONDS": "600",
-        }
-        env.pop("BROKER_URL", None)
+        env = sandbox_env(db_url, platform_port, 600, platform_start=True)
         base_url = f"http://127.0.0.1:{api_port}"
         platform_url = f"http://127.0.0.1:{platform_port}"
         serve = start("serve", ["serve", "--port", str(api_port)], env)

@@ -59,6 +59,42 @@ DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 PLATFORM_SECRET = "bench-platform-secret"
 PARTNER_ID = "bench-partner"
 UNLIMITED = str(10**9)
+
+
+def sandbox_env(
+    db_url: str,
+    platform_port: int,
+    deadline_seconds: int,
+    *,
+    broker: str | None = None,
+    worker_threads: int | None = None,
+    platform_start: bool = False,
+) -> dict[str, str]:
+    """A benchmark process's environment: the sandbox platform at `platform_port` (started by
+    the benchmark itself unless `platform_start`), no limit the benchmark's clients would meet
+    (one channel, many accounts, as fast as they go), the broker given or none."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "LEDGER_SANDBOX": "true",
+        "LEDGER_SANDBOX_PLATFORM_PORT": str(platform_port),
+        "LEDGER_SANDBOX_PLATFORM_START": "true" if platform_start else "false",
+        "LEDGER_PLATFORM_SECRET": PLATFORM_SECRET,
+        "LEDGER_PLATFORM_PARTNER_ID": PARTNER_ID,
+        "LEDGER_RATE_ACCOUNT_PER_MINUTE": UNLIMITED,
+        "LEDGER_RATE_ADDRESS_PER_MINUTE": UNLIMITED,
+        "LEDGER_RATE_CHANNEL_PER_MINUTE": UNLIMITED,
+        "LEDGER_LOCKOUT_WRONG_CODES": UNLIMITED,
+        "LEDGER_RECHARGE_DEADLINE_SECONDS": str(deadline_seconds),
+    }
+    env.pop("BROKER_URL", None)
+    if broker:
+        env["BROKER_URL"] = broker
+    if worker_threads is not None:
+        env["LEDGER_WORKER_THREADS"] = str(worker_threads)
+    return env
+
+
 WHOLESALE, FACE = 2000, 3000
 BATCH = 1000  # codes per batch (the API's limit)
 
@@ -672,24 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         apply_migrations(db_url)
         clean_broker(broker)
         platform_port, api_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": db_url,
-            "LEDGER_SANDBOX": "true",
-            "LEDGER_SANDBOX_PLATFORM_PORT": str(platform_port),
-            "LEDGER_SANDBOX_PLATFORM_START": "false",  # the platform started below
-            "LEDGER_PLATFORM_SECRET": PLATFORM_SECRET,
-            "LEDGER_PLATFORM_PARTNER_ID": PARTNER_ID,
-            "LEDGER_RATE_ACCOUNT_PER_MINUTE": UNLIMITED,
-            "LEDGER_RATE_ADDRESS_PER_MINUTE": UNLIMITED,
-            "LEDGER_RATE_CHANNEL_PER_MINUTE": UNLIMITED,
-            "LEDGER_LOCKOUT_WRONG_CODES": UNLIMITED,
-            "LEDGER_WORKER_THREADS": str(args.worker_threads),
-            "LEDGER_RECHARGE_DEADLINE_SECONDS": str(int(args.timeout) * 2),
-        }
-        env.pop("BROKER_URL", None)
-        if broker:
-            env["BROKER_URL"] = broker
+        env = sandbox_env(db_url, platform_port, int(args.timeout) * 2, broker=broker,
+                          worker_threads=args.worker_threads)  # fmt: skip
         platform_url = f"http://127.0.0.1:{platform_port}"
         api_url = f"http://127.0.0.1:{api_port}"
         import httpx

@@ -73,9 +73,6 @@ from typing import Any
 
 import psycopg
 from recharges import (
-    PARTNER_ID,
-    PLATFORM_SECRET,
-    UNLIMITED,
     Acceptance,
     Channel,
     Client,
@@ -86,6 +83,7 @@ from recharges import (
     ledger_command,
     operator_token,
     run_pgbench,
+    sandbox_env,
     start,
     wait_until,
 )
@@ -292,22 +290,8 @@ def topology_env(
 ) -> dict[str, str]:
     """Every process's environment: the sandbox platform of its own process, no limit that a
     benchmark's clients would meet (one channel, many accounts, as fast as they go)."""
-    return {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "BROKER_URL": broker,
-        "LEDGER_SANDBOX": "true",
-        "LEDGER_SANDBOX_PLATFORM_PORT": str(platform_port),
-        "LEDGER_SANDBOX_PLATFORM_START": "false",
-        "LEDGER_PLATFORM_SECRET": PLATFORM_SECRET,
-        "LEDGER_PLATFORM_PARTNER_ID": PARTNER_ID,
-        "LEDGER_RATE_ACCOUNT_PER_MINUTE": UNLIMITED,
-        "LEDGER_RATE_ADDRESS_PER_MINUTE": UNLIMITED,
-        "LEDGER_RATE_CHANNEL_PER_MINUTE": UNLIMITED,
-        "LEDGER_LOCKOUT_WRONG_CODES": UNLIMITED,
-        "LEDGER_WORKER_THREADS": str(worker_threads),
-        "LEDGER_RECHARGE_DEADLINE_SECONDS": str(deadline_seconds),
-    }
+    return sandbox_env(db_url, platform_port, deadline_seconds, broker=broker,
+                       worker_threads=worker_threads)  # fmt: skip
 
 
 def start_argv(name: str, argv: list[str], env: dict[str, str]) -> Process:
