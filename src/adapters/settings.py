@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         "`ledger serve` with its runners) wakes the runners of a log at most once in this many "
         "milliseconds: notifications closer together are gathered into one round.",
     )
+    ledger_views_wake_pace_ms: int = Field(
+        default=100,
+        ge=0,
+        le=1000,
+        description="The same for a process that runs the views alone (`ledger projections "
+        "run --feeds views`): a recharge's saga waits for no view, so the views gather more "
+        "of a steady load into each round and leave the CPU to the acceptance and the sagas.",
+    )
     ledger_db_connections: int = Field(
         default=20,
         ge=9,
